@@ -1,0 +1,4 @@
+"""Dassl's ``dassl.utils``: everything is re-exported flat, as trainers import it that way."""
+
+from .registry import *  # noqa: F401,F403
+from .tools import *  # noqa: F401,F403

@@ -1,0 +1,126 @@
+"""Small file, JSON, seeding and lookup helpers with Dassl's names and semantics."""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import json
+import os
+import random
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "mkdir_if_missing",
+    "check_isfile",
+    "read_json",
+    "write_json",
+    "set_random_seed",
+    "read_image",
+    "collect_env_info",
+    "listdir_nohidden",
+    "get_most_similar_str_to_a_from_b",
+    "check_availability",
+    "tolist_if_not",
+]
+
+
+def mkdir_if_missing(dirname: str) -> None:
+    """Create ``dirname`` (and parents); a concurrent creator is not an error."""
+    if not os.path.exists(dirname):
+        try:
+            os.makedirs(dirname)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+
+
+def check_isfile(fpath: str) -> bool:
+    """Return whether ``fpath`` is a file, warning when it is not (Dassl behaviour)."""
+    isfile = os.path.isfile(fpath)
+    if not isfile:
+        warnings.warn(f'No file found at "{fpath}"', stacklevel=2)
+    return isfile
+
+
+def read_json(fpath: str) -> Any:
+    """Read a JSON file; a malformed file raises ``ValueError`` naming the path."""
+    with open(fpath) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{fpath} is not valid JSON: {e}") from e
+
+
+def write_json(obj: Any, fpath: str) -> None:
+    """Write ``obj`` as indented JSON, creating the parent folder."""
+    mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
+    with open(fpath, "w") as f:
+        json.dump(obj, f, indent=4, separators=(",", ": "))
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices). Any integer, 0 included, is a real seed."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def read_image(path: str) -> Image.Image:
+    """Open an image as RGB; an unreadable file raises ``OSError`` naming it."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as e:  # PIL raises several types for corrupt files
+        raise OSError(f"Cannot read image {path}: {e}") from e
+
+
+def collect_env_info() -> str:
+    """Torch's environment report plus the Pillow version."""
+    import PIL
+    from torch.utils.collect_env import get_pretty_env_info
+
+    return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"
+
+
+def listdir_nohidden(path: str, sort: bool = False) -> list[str]:
+    """List ``path`` without names starting with '.'; filesystem order unless ``sort``."""
+    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def get_most_similar_str_to_a_from_b(a: str, b: Iterable[str]) -> str | None:
+    """Closest string of ``b`` to ``a`` (difflib ratio), or None for an empty ``b``."""
+    best, best_ratio = None, -1.0
+    for candidate in b:
+        ratio = difflib.SequenceMatcher(None, a, candidate).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = candidate, ratio
+    return best
+
+
+def check_availability(requested: str, available: Iterable[str]) -> None:
+    """Raise ``ValueError`` listing the known names when ``requested`` is not one of them."""
+    available = list(available)
+    if requested not in available:
+        hint = get_most_similar_str_to_a_from_b(requested, available)
+        raise ValueError(
+            f'The requested one "{requested}" is not available; did you mean "{hint}"? '
+            f"Known: {', '.join(sorted(available))}"
+        )
+
+
+def tolist_if_not(x: Any) -> list:
+    """Wrap a non-list value in a list."""
+    return x if isinstance(x, list) else [x]
