@@ -39,6 +39,12 @@ class Registry:
             )
         return self._obj_map[name]
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name``: lets tests register temporary classes without leaking them to other tests."""
+        if name not in self._obj_map:
+            raise KeyError(f'Object name "{name}" is not registered in "{self._name}" registry')
+        del self._obj_map[name]
+
     def registered_names(self) -> list[str]:
         return list(self._obj_map.keys())
 

@@ -1,0 +1,102 @@
+"""Digits: a real, tiny dataset that needs no download (scikit-learn's bundled 8x8 handwritten digits).
+
+On first use the 1,797 images are written as upscaled PNGs under ``DATASET.ROOT/digits/images/<name>/`` with
+class names a CLIP text tower can read ("zero" ... "nine"), and a fixed 50/20/30 per-class split is saved as
+``split_Digits.json``. The split comes from a private RNG seeded with ``SPLIT_SEED``, so it is the same on
+every machine and does not disturb the python ``random`` state that few-shot sampling uses. After that the
+dataset behaves like every benchmark: few-shot caches, base (zero..four) / new (five..nine) / all.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from typing import Any
+
+from engine.data.datasets import DATASET_REGISTRY, Datum
+
+from .common import BenchmarkDataset
+
+CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+IMAGE_SIZE = 32
+SPLIT_SEED = 0
+DEFAULT_ROOT = "./data"
+
+
+@DATASET_REGISTRY.register()
+class Digits(BenchmarkDataset):
+    dataset_dir = "digits"
+    image_subdir = "images"
+    split_filename = "split_Digits.json"
+    layout = """\
+digits/                           (created on first use from scikit-learn's load_digits)
+    images/<zero..nine>/<name>_<nnnn>.png
+    split_Digits.json
+"""
+
+    def resolve_root(self, cfg: Any) -> str:
+        """Any writable folder will do (``DEFAULT_ROOT`` when unset); the images are written there once."""
+        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT or DEFAULT_ROOT))
+        image_dir = os.path.join(root, type(self).dataset_dir, self.image_subdir)
+        if not os.path.isdir(image_dir):
+            write_digit_images(image_dir)
+        return root
+
+    def create_split(self) -> tuple[list[Datum], list[Datum], list[Datum]]:
+        """Per class (sorted file names), a fixed shuffle, then 50% train, 20% val, 30% test."""
+        rng = random.Random(SPLIT_SEED)
+        train, val, test = [], [], []
+        for label, name in enumerate(CLASSNAMES):
+            class_dir = self.require(os.path.join(self.image_dir, name), "class folder", is_dir=True)
+            images = sorted(os.listdir(class_dir))
+            rng.shuffle(images)
+            n_train, n_val = round(len(images) * 0.5), round(len(images) * 0.2)
+            for part, ims in (
+                (train, images[:n_train]),
+                (val, images[n_train : n_train + n_val]),
+                (test, images[n_train + n_val :]),
+            ):
+                part.extend(
+                    Datum(impath=os.path.join(class_dir, im), label=label, classname=name) for im in ims
+                )
+        return train, val, test
+
+
+def write_digit_images(image_dir: str) -> None:
+    """Render scikit-learn's digits as dark-on-white ``IMAGE_SIZE`` PNGs into ``image_dir``.
+
+    Images are written to a temporary sibling folder and moved into place at the end, so an interrupted
+    run leaves nothing half-written and concurrent runs cannot mix their files.
+    """
+    import numpy as np
+    from PIL import Image
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(
+            "The Digits dataset is built from scikit-learn's load_digits: pip install scikit-learn"
+        ) from e
+
+    parent = os.path.dirname(image_dir)
+    os.makedirs(parent, exist_ok=True)
+    digits = load_digits()
+    tmp_dir = tempfile.mkdtemp(prefix=".images-", dir=parent)
+    try:
+        for name in CLASSNAMES:
+            os.mkdir(os.path.join(tmp_dir, name))
+        for i, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+            gray = (255 - pixels * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+            image = Image.fromarray(gray).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+            name = CLASSNAMES[int(target)]
+            image.save(os.path.join(tmp_dir, name, f"{name}_{i:04d}.png"))
+        print(f"Writing {len(digits.images)} digit images to {image_dir}")
+        os.rename(tmp_dir, image_dir)
+    except OSError:
+        if not os.path.isdir(image_dir):
+            raise
+    finally:
+        if os.path.isdir(tmp_dir):
+            shutil.rmtree(tmp_dir)

@@ -1,0 +1,5 @@
+"""Dassl's ``dassl.data``."""
+
+from .data_manager import DataManager, DatasetWrapper, build_data_loader
+
+__all__ = ["DataManager", "DatasetWrapper", "build_data_loader"]

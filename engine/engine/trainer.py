@@ -1,0 +1,457 @@
+"""Template-method trainers with Dassl's lifecycle, log lines and checkpoint layout.
+
+A method subclasses ``TrainerX``, registers it with ``@TRAINER_REGISTRY.register()`` and fills in
+``build_model`` (calling ``register_model``) and ``forward_backward`` (calling ``update_lr`` after
+the last batch of an epoch). Everything else - data, evaluation, checkpoints, resume, logging - is here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from engine.data import DataManager
+from engine.evaluation import build_evaluator
+from engine.utils import (
+    AverageMeter,
+    MetricMeter,
+    get_rng_state,
+    load_checkpoint,
+    load_state_dict_checked,
+    resume_from_checkpoint,
+    save_checkpoint,
+    tolist_if_not,
+)
+
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
+
+_BEST_FILE = "model-best.pth.tar"
+
+
+def _format_val_result(val_result: float | None) -> str:
+    return "n/a" if val_result is None else f"{val_result:.1f}"
+
+
+def _progress(iterable: Iterable, desc: str) -> Iterable:
+    """A tqdm bar on stderr (never in log.txt); silent when stderr is not a terminal."""
+    return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+
+class TrainerBase:
+    """Registered models with their optimizers and schedulers, checkpointing and the epoch loop."""
+
+    def __init__(self) -> None:
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._optims: OrderedDict[str, Any] = OrderedDict()
+        self._scheds: OrderedDict[str, Any] = OrderedDict()
+        self._trainable_only: dict[str, bool] = {}
+        self._writer: Any = None
+
+    # ------------------------------------------------------------------ models
+    def register_model(
+        self,
+        name: str = "model",
+        model: nn.Module | None = None,
+        optim: Any = None,
+        sched: Any = None,
+        trainable_only: bool = False,
+    ) -> None:
+        """Register a model (with its optimizer and scheduler) for saving, loading, mode switches and LR steps.
+
+        ``trainable_only=True`` makes checkpoints hold only the parameters with ``requires_grad``
+        (e.g. the prompt learner of a frozen CLIP); loading such a checkpoint is then non-strict for
+        missing keys. For other filters override :meth:`model_state_dict`.
+        """
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot register a model before TrainerBase.__init__() has run")
+        if name in self._models:
+            raise KeyError(f'A model named "{name}" is already registered')
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+        self._trainable_only[name] = trainable_only
+
+    def get_model_names(self, names: str | list[str] | None = None) -> list[str]:
+        real = list(self._models.keys())
+        if names is None:
+            return real
+        names = tolist_if_not(names)
+        for name in names:
+            if name not in real:
+                raise KeyError(f'No registered model named "{name}"; registered: {real}')
+        return names
+
+    def model_state_dict(self, name: str) -> OrderedDict:
+        """The tensors saved for model ``name``: the full state dict, or only trainable parameters.
+
+        Trainers may override this hook to save a custom subset; loading stays non-strict for missing
+        keys only when the model was registered with ``trainable_only=True``.
+        """
+        model = self._models[name]
+        state = model.state_dict()
+        if not self._trainable_only.get(name, False):
+            return state
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        return OrderedDict((k, v) for k, v in state.items() if k in trainable)
+
+    def _strict(self, name: str) -> bool:
+        return not self._trainable_only.get(name, False)
+
+    def save_model(
+        self,
+        epoch: int,
+        directory: str,
+        is_best: bool = False,
+        val_result: float | None = None,
+        model_name: str = "",
+    ) -> None:
+        """Save every registered model to ``directory/<name>/`` (``model.pth.tar-<epoch+1>`` by default).
+
+        Contents: ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``, ``val_result`` and the random
+        streams (``rng_state``), all tensors or plain values.
+        """
+        rng_state = get_rng_state()
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            save_checkpoint(
+                {
+                    "state_dict": self.model_state_dict(name),
+                    "epoch": epoch + 1,
+                    "optimizer": optim.state_dict() if optim is not None else None,
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "val_result": None if val_result is None else float(val_result),
+                    "rng_state": rng_state,
+                },
+                os.path.join(directory, name),
+                is_best=is_best,
+                model_name=model_name,
+            )
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Resume all models from ``directory`` if each has a checkpoint folder; return the start epoch."""
+        names = self.get_model_names()
+        if not all(os.path.exists(os.path.join(directory, name)) for name in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f'Found checkpoint at "{directory}" (will resume training)')
+        start_epoch = 0
+        for name in names:
+            start_epoch = resume_from_checkpoint(
+                os.path.join(directory, name),
+                self._models[name],
+                self._optims[name],
+                self._scheds[name],
+                strict=self._strict(name),
+            )
+        return start_epoch
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = _BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = os.path.join(directory, name, model_file)
+            if not os.path.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            print(
+                f"Load {model_path} to {name} (epoch={checkpoint['epoch']}, "
+                f"val_result={_format_val_result(checkpoint.get('val_result'))})"
+            )
+            load_state_dict_checked(self._models[name], checkpoint["state_dict"], self._strict(name), model_path)
+
+    def set_model_mode(self, mode: str = "train", names: str | list[str] | None = None) -> None:
+        """Switch only the registered models (a frozen CLIP kept outside them stays as it is)."""
+        if mode not in ("train", "test", "eval"):
+            raise KeyError(f'Unknown model mode "{mode}"; expected train, test or eval')
+        for name in self.get_model_names(names):
+            self._models[name].train(mode == "train")
+
+    def update_lr(self, names: str | list[str] | None = None) -> None:
+        """Step the schedulers; the family calls this once per epoch, after the last batch."""
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    # ------------------------------------------------------------------ tensorboard
+    def init_writer(self, log_dir: str) -> None:
+        """Create the tensorboard writer once; without the tensorboard package, scalars are dropped."""
+        if self._writer is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("Note: tensorboard is not installed; scalars are not written")
+            return
+        print(f"Initialize tensorboard (log_dir={log_dir})")
+        self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag: str, scalar_value: float, global_step: int | None = None) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, start_epoch: int, max_epoch: int) -> None:
+        """Generic loop; the range is taken after ``before_train`` so a resumed start epoch applies."""
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for epoch in range(self.start_epoch, self.max_epoch):
+            self.epoch = epoch
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        pass
+
+    def before_epoch(self) -> None:
+        pass
+
+    def after_epoch(self) -> None:
+        pass
+
+    def run_epoch(self) -> None:
+        raise NotImplementedError
+
+    def test(self, split: str | None = None) -> float:
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def forward_backward(self, batch: dict[str, Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def model_zero_grad(self, names: str | list[str] | None = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names: str | list[str] | None = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss: torch.Tensor, names: str | list[str] | None = None) -> None:
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+
+def _select_device(cfg: Any) -> torch.device:
+    """``cfg.DEVICE`` when set, else cuda if available and ``USE_CUDA``, else cpu."""
+    requested = cfg.get("DEVICE", "")
+    if requested:
+        try:
+            device = torch.device(requested)
+        except RuntimeError as e:
+            raise ValueError(f'DEVICE "{requested}" is not a valid torch device: {e}') from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f'DEVICE "{requested}" was requested but CUDA is not available (use "cpu" or "")')
+        return device
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class SimpleTrainer(TrainerBase):
+    """Data, evaluator, checkpoint policy (last_step / best_val) and testing around the base loop."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.check_cfg(cfg)
+        self.device = _select_device(cfg)
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        # The dataset is built (consuming python `random`) before the model (consuming torch RNG).
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -np.inf
+
+    def check_cfg(self, cfg: Any) -> None:
+        """Hook: validate config values this trainer depends on."""
+
+    def build_data_loader(self) -> None:
+        """Create the DataManager and expose its loaders and label space as attributes."""
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self) -> None:
+        """Hook: build the model(s) and ``register_model`` them. Dassl's SimpleNet backbones are not provided."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement build_model(); this engine has no SimpleNet backbone zoo"
+        )
+
+    def train(self) -> None:  # type: ignore[override]
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self) -> None:
+        directory = self.cfg.RESUME or self.output_dir
+        self.start_epoch = self.resume_model_if_exist(directory)
+        if self.start_epoch > 0:
+            self._restore_best_result(directory)
+        writer_dir = os.path.join(self.output_dir, "tensorboard")
+        os.makedirs(writer_dir, exist_ok=True)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def _restore_best_result(self, directory: str) -> None:
+        """After a resume, keep comparing against the best val result saved before the interruption.
+
+        Dassl restarted from -inf, so the first resumed epoch always overwrote model-best.
+        """
+        if self.cfg.TEST.FINAL_MODEL != "best_val":
+            return
+        best_path = os.path.join(directory, self.get_model_names()[0], _BEST_FILE)
+        if os.path.exists(best_path):
+            val_result = load_checkpoint(best_path).get("val_result")
+            if val_result is not None:
+                self.best_result = val_result
+
+    def after_epoch(self) -> None:
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=_BEST_FILE)
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    def after_train(self) -> None:
+        print("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                print("Deploy the last-epoch model")
+            self.test()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        print(f"Elapsed: {elapsed}")
+        self.close_writer()
+
+    @torch.no_grad()
+    def test(self, split: str | None = None) -> float:
+        """Evaluate on ``split`` (default ``TEST.SPLIT``; "val" falls back to test without a val set)."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        for batch in _progress(data_loader, f"eval {split}"):
+            input, label = self.parse_batch_test(batch)
+            output = self.model_inference(input)
+            self.evaluator.process(output, label)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        return self.model(input)
+
+    def parse_batch_test(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def get_current_lr(self, names: str | list[str] | None = None) -> float:
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+
+class TrainerX(SimpleTrainer):
+    """Trains on labelled data only (``train_loader_x``): the base of every prompt-learning trainer."""
+
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        print_freq = self.cfg.TRAIN.PRINT_FREQ
+
+        end = time.time()
+        bar = _progress(self.train_loader_x, f"epoch {self.epoch + 1}/{self.max_epoch}")
+        for self.batch_idx, batch in enumerate(bar):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+
+            if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
+                remaining = (self.num_batches - self.batch_idx - 1) + (
+                    self.max_epoch - self.epoch - 1
+                ) * self.num_batches
+                eta = datetime.timedelta(seconds=int(batch_time.avg * remaining))
+                info = [
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}",
+                    f"lr {self.get_current_lr():.4e}",
+                    f"eta {eta}",
+                ]
+                print(" ".join(info))
+
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)

@@ -1,0 +1,5 @@
+"""Dassl's ``dassl.metrics``."""
+
+from .accuracy import compute_accuracy
+
+__all__ = ["compute_accuracy"]

@@ -1,0 +1,92 @@
+"""Tee ``sys.stdout`` into ``log.txt`` exactly as Dassl does, with every line flushed to disk.
+
+Lines are plain ``print`` output with no prefixes: result parsers match them by equality.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TextIO
+
+from .tools import mkdir_if_missing
+
+__all__ = ["Logger", "setup_logger"]
+
+
+class Logger:
+    """A stdout replacement writing to the console and to a file.
+
+    Every write is flushed to the file immediately so a crash or a kill never loses a printed line
+    (Dassl's BMIP flow ended with ``os._exit`` and could drop the final result lines).
+    """
+
+    def __init__(self, fpath: str, console: TextIO | None = None) -> None:
+        self.console = console if console is not None else sys.stdout
+        self.fpath = fpath
+        mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
+        self.file: TextIO | None = open(fpath, "w")
+
+    def write(self, msg: str) -> int:
+        self.console.write(msg)
+        if self.file is not None:
+            self.file.write(msg)
+            self.file.flush()
+        return len(msg)
+
+    def flush(self) -> None:
+        self.console.flush()
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> object:
+        # Anything else a library asks of stdout (encoding, fileno ...) comes from the console.
+        if name == "console":
+            raise AttributeError(name)
+        return getattr(self.console, name)
+
+    def close(self) -> None:
+        """Close the file and, if this logger is the active stdout, restore the console."""
+        if self.file is not None:
+            self.flush()
+            self.file.close()
+            self.file = None
+        if sys.stdout is self:
+            sys.stdout = self.console
+
+    def __enter__(self) -> Logger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _log_path(output: str) -> str:
+    fpath = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
+    if not os.path.exists(fpath):
+        return fpath
+    # Keep the previous log: append a timestamp (and a counter if two runs share a second).
+    stamped = fpath + time.strftime("-%Y-%m-%d-%H-%M-%S")
+    candidate, n = stamped, 1
+    while os.path.exists(candidate):
+        candidate = f"{stamped}-{n}"
+        n += 1
+    return candidate
+
+
+def setup_logger(output: str | None = None) -> Logger | None:
+    """Tee stdout to ``output`` (a .txt/.log file) or ``output/log.txt``; None does nothing.
+
+    An existing log is kept and the new one gets a ``-%Y-%m-%d-%H-%M-%S`` suffix, as in Dassl.
+    Returns the Logger so callers (``train.py``, tests) can close it and restore stdout.
+    """
+    if output is None:
+        return None
+    logger = Logger(_log_path(output))
+    sys.stdout = logger
+    return logger

@@ -1,0 +1,199 @@
+"""Train or evaluate a prompt-learning method on CLIP, with the CoOp/MaPLe/BMIP command line.
+
+    python train.py --root DATA --trainer BMIP --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file configs/trainers/BMIP/<name>.yaml --output-dir OUT --seed 1 \
+        DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+
+Config merge order (a later step overrides an earlier one):
+1. engine defaults (``engine.config.get_cfg_default``);
+2. ``extend_cfg``: the family keys below and every method subtree (``trainers/config.py``);
+3. ``--dataset-config-file``;
+4. ``--config-file`` (the method YAML; BMIP's own train.py merged it before the dataset YAML);
+5. command-line flags (``--root``, ``--seed``, ``--trainer`` ...; only flags actually given);
+6. trailing ``KEY VALUE`` pairs;
+then the config is frozen. yacs rejects unknown keys and values of the wrong type.
+
+Seeds: ``SEED >= 0`` seeds python, numpy and torch (``--seed 0`` is a real seed; the default -1 leaves
+a YAML ``SEED`` alone). ``MODEL.INIT_SEED >= 0`` then re-seeds torch only, as BMIP does (its
+configs use 48), so the few-shot split follows SEED while model initialisation follows INIT_SEED.
+The device is cuda when available and ``USE_CUDA``, else cpu; ``--device`` overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import torch
+from yacs.config import CfgNode as CN
+
+import datasets  # noqa: F401  (registers the datasets)
+import trainers  # noqa: F401  (registers the trainers)
+from engine.config import get_cfg_default
+from engine.data.datasets import DATASET_REGISTRY
+from engine.engine import TRAINER_REGISTRY, build_trainer
+from engine.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+from trainers.config import extend_trainer_cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=str, default="", help="path to the datasets folder (DATASET.ROOT)")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
+    parser.add_argument("--seed", type=int, default=-1, help="seed (SEED); a negative value keeps the config's")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains (DG/DA)")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains (DG/DA)")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation choices (INPUT.TRANSFORMS)")
+    parser.add_argument("--config-file", type=str, default="", help="method config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    parser.add_argument("--trainer", type=str, default="", help="trainer name (TRAINER.NAME)")
+    parser.add_argument("--backbone", type=str, default="", help="backbone name (MODEL.BACKBONE.NAME)")
+    parser.add_argument("--head", type=str, default="", help="head name (MODEL.HEAD.NAME)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate only")
+    parser.add_argument("--model-dir", type=str, default="", help="load the model from this directory (eval-only)")
+    parser.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (eval-only)")
+    parser.add_argument("--best", action="store_true", help="eval-only: load model-best.pth.tar (BMIP flag)")
+    parser.add_argument("--no-train", action="store_true", help="build everything but do not train")
+    parser.add_argument("--device", type=str, default="", help='torch device, e.g. "cpu" or "cuda:0" (DEVICE)')
+    parser.add_argument(
+        "opts", default=None, nargs=argparse.REMAINDER, help="modify config options as KEY VALUE pairs at the end"
+    )
+    return parser
+
+
+def extend_cfg(cfg: CN) -> None:
+    """Add the keys this family uses beyond Dassl's defaults, then every method's subtree.
+
+    - ``DATASET.SUBSAMPLE_CLASSES``: "all", "base" or "new" (base-to-new generalisation).
+    - ``MODEL.INIT_SEED``: torch seed for model initialisation; -1 means "use SEED" (CoOp/MaPLe).
+    - ``TRAIN.EARLY_STOPPING``, ``TRAIN.PATIENT_COUNT``, ``TEST.NO_TEST_EARLY``: BMIP's early-stopping
+      keys with BMIP's defaults; only trainers that implement early stopping read them.
+    """
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.MODEL.INIT_SEED = -1
+    cfg.TRAIN.EARLY_STOPPING = True
+    cfg.TRAIN.PATIENT_COUNT = 3
+    cfg.TEST.NO_TEST_EARLY = True
+    extend_trainer_cfg(cfg)
+
+
+def _merge_file(cfg: CN, path: str, flag: str) -> None:
+    """Merge a YAML file, naming the flag and the file in every error."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as e:
+        raise KeyError(f"{flag} {path}: {e.args[0]}") from e
+    except (ValueError, AssertionError) as e:
+        raise type(e)(f"{flag} {path}: {e}") from e
+
+
+def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
+    """Apply the command-line flags that were given."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed >= 0:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    if args.device:
+        cfg.DEVICE = args.device
+
+
+def setup_cfg(args: argparse.Namespace) -> CN:
+    """Build the frozen config in the documented merge order."""
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    if args.dataset_config_file:
+        _merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
+    if args.config_file:
+        _merge_file(cfg, args.config_file, "--config-file")
+    reset_cfg(cfg, args)
+    cfg.merge_from_list(args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def check_names(cfg: CN) -> None:
+    """Fail early, before any work, on a missing or unknown trainer or dataset name."""
+    known_trainers = TRAINER_REGISTRY.registered_names()
+    if not cfg.TRAINER.NAME:
+        raise ValueError(f"No trainer given: pass --trainer NAME (known: {', '.join(sorted(known_trainers))})")
+    check_availability(cfg.TRAINER.NAME, known_trainers)
+    known_datasets = DATASET_REGISTRY.registered_names()
+    if not cfg.DATASET.NAME:
+        raise ValueError(
+            "No dataset given: pass --dataset-config-file or DATASET.NAME "
+            f"(known: {', '.join(sorted(known_datasets))})"
+        )
+    check_availability(cfg.DATASET.NAME, known_datasets)
+
+
+def set_seeds(cfg: CN) -> None:
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    if cfg.MODEL.INIT_SEED >= 0:
+        print(f"Setting torch seed for model initialisation: {cfg.MODEL.INIT_SEED}")
+        torch.manual_seed(cfg.MODEL.INIT_SEED)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(cfg.MODEL.INIT_SEED)
+
+
+def print_args(args: argparse.Namespace, cfg: CN) -> None:
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(args.__dict__):
+        print(f"{key}: {args.__dict__[key]}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    check_names(cfg)
+    logger = setup_logger(cfg.OUTPUT_DIR)
+    try:
+        set_seeds(cfg)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
+        print_args(args, cfg)
+        print("Collecting env info ...")
+        print(f"** System info **\n{collect_env_info()}\n")
+
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            epoch = None if args.best else args.load_epoch
+            trainer.load_model(args.model_dir, epoch=epoch)
+            trainer.test()
+            return
+        if not args.no_train:
+            trainer.train()
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+if __name__ == "__main__":
+    main()

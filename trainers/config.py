@@ -1,0 +1,170 @@
+"""Config subtrees of the prompt-learning methods: one small function per method.
+
+``train.py``'s ``extend_cfg`` calls :func:`extend_trainer_cfg`, which applies every function listed in
+``METHOD_CFG_FUNCTIONS``. To add a method, write ``add_<method>_cfg(cfg)`` below and append it there.
+Defaults are those of the official ``train.py`` of CoOp/MaPLe/BMIP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from yacs.config import CfgNode as CN
+
+__all__ = [
+    "METHOD_CFG_FUNCTIONS",
+    "add_bmip_cfg",
+    "add_cocoop_cfg",
+    "add_coprompt_cfg",
+    "add_coop_cfg",
+    "add_ivlp_cfg",
+    "add_maple_cfg",
+    "add_promptsrc_cfg",
+    "add_vpt_cfg",
+    "extend_trainer_cfg",
+]
+
+
+def add_coop_cfg(cfg: CN) -> None:
+    """CoOp: ``TRAINER.COOP``."""
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # middle, end, front
+
+
+def add_cocoop_cfg(cfg: CN) -> None:
+    """CoCoOp: ``TRAINER.COCOOP``."""
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"
+
+
+def add_vpt_cfg(cfg: CN) -> None:
+    """VPT (deep vision prompting, MaPLe repository): ``TRAINER.VPT``."""
+    cfg.TRAINER.VPT = CN()
+    cfg.TRAINER.VPT.N_CTX_VISION = 2  # prompt tokens per vision block
+    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # the fixed text prompt "<CTX_INIT> <class>."
+    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp (trainable tensors are always fp32)
+    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # blocks 0..J-1 get prompts (1 = input only)
+
+
+def add_ivlp_cfg(cfg: CN) -> None:
+    """IVLP (independent V-L deep prompts; language-only with vision depth 0): ``TRAINER.IVLP``."""
+    cfg.TRAINER.IVLP = CN()
+    cfg.TRAINER.IVLP.N_CTX_VISION = 2
+    cfg.TRAINER.IVLP.N_CTX_TEXT = 2
+    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.IVLP.PREC = "fp16"
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # 0 = no vision prompts (language-only deep prompting)
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9
+
+
+def add_maple_cfg(cfg: CN) -> None:
+    """MaPLe (one-way text->vision coupling): ``TRAINER.MAPLE``."""
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9
+    # MaPLe-dagger: > 0 turns every 512->768 coupling into a 512-h-768 GELU MLP (581 matches BMIP's
+    # per-layer parameter count, docs/METHODS.md); 0 = Linear, the released MaPLe.
+    cfg.TRAINER.MAPLE.COUPLING_HIDDEN = 0
+
+
+def add_bmip_cfg(cfg: CN) -> None:
+    """BMIP: ``TRAINER.BMIP`` and the release's ``SHARE`` node (docs/BMIP.md explains every key).
+
+    Behaviour options default to None = "take the value of ``TRAINER.BMIP.PRESET``"; a set value wins.
+    """
+    cfg.TRAINER.BMIP = CN()
+    cfg.TRAINER.BMIP.N_CTX = 2
+    cfg.TRAINER.BMIP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.BMIP.PREC = "fp16"
+    cfg.TRAINER.BMIP.PROMPT_DEPTH = 9
+    # "None" = BMIP's gated mix; "add", "atten", "joint" = the aggregation ablations (paper Table 5).
+    cfg.TRAINER.BMIP.CONNECT_METHOD = "None"
+    cfg.TRAINER.BMIP.WEIGHT_THRESHOLD = 0.0025  # read by the release but unused there; kept for its YAMLs
+    cfg.TRAINER.BMIP.PRESET = "released"  # released | paper
+    cfg.TRAINER.BMIP.TEXT_ATTN_QUERY = None  # sos | eot | mean_valid
+    cfg.TRAINER.BMIP.ATTN_REDUCE = None  # batch_mean | per_sample
+    cfg.TRAINER.BMIP.TEXT_DEPTH_OFFSET = None  # 1 | 0
+    cfg.TRAINER.BMIP.FIRST_VISION_PROMPT = None  # proj_text | own | combine
+    cfg.TRAINER.BMIP.GATE_ACT = None  # sigmoid | none
+    cfg.TRAINER.BMIP.DETACH_ATTN = None  # True | False
+    cfg.TRAINER.BMIP.ADD_MODE = None  # lists | sum (CONNECT_METHOD add)
+    # Early stopping as released: reset patience on any gain, stop after TRAIN.PATIENT_COUNT epochs
+    # without one once this many epochs ran, save model-best only for a gain above BEST_MIN_DELTA points.
+    cfg.TRAINER.BMIP.EARLY_STOP_MIN_EPOCH = 6
+    cfg.TRAINER.BMIP.BEST_MIN_DELTA = 0.01
+    # True reproduces the release: validation, early stopping and model-best run only when
+    # TEST.NO_TEST_EARLY is False (its default True then leaves no model-best for best_val to load).
+    cfg.TRAINER.BMIP.VAL_REQUIRES_NO_TEST_EARLY = False
+    if "SHARE" not in cfg:
+        cfg.SHARE = CN()
+    cfg.SHARE.SHARE_PARAMETER_VISUAL = None  # True: one vision deep prompt + one F_l; False: per layer
+    cfg.SHARE.SHARE_PARAMETER_TEXT = None  # True: one F_v; False: per-layer F_v
+
+
+def add_promptsrc_cfg(cfg: CN) -> None:
+    """PromptSRC (and PromptSRC_BMIP): ``TRAINER.PROMPTSRC`` (docs/METHODS.md, PromptSRC)."""
+    cfg.TRAINER.PROMPTSRC = CN()
+    cfg.TRAINER.PROMPTSRC.N_CTX_VISION = 4
+    cfg.TRAINER.PROMPTSRC.N_CTX_TEXT = 4  # PromptSRC_BMIP: the prompt count of both towers
+    cfg.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
+    cfg.TRAINER.PROMPTSRC.PREC = "fp16"
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9
+    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25.0  # L1(prompted, frozen) class features
+    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10.0  # L1(prompted, frozen) image features
+    cfg.TRAINER.PROMPTSRC.KL_LOSS_WEIGHT = 1.0  # KL(frozen || prompted) logits; fixed to 1 in the release
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15.0  # Gaussian prompt aggregation over epochs 1..MAX_EPOCH
+    cfg.TRAINER.PROMPTSRC.GPA_STD = 1.0
+    # Templates the frozen text features are averaged over: promptsrc60 (PromptSRC) | imagenet80 (BMIP's).
+    cfg.TRAINER.PROMPTSRC.TEACHER_TEMPLATES = "promptsrc60"
+    # PromptSRC_BMIP only, as released: its prompt depth (PROMPT_DEPTH_VISION/TEXT do not apply) and
+    # its interaction ("None" = BMIP's gate; add/atten/joint = the ablations).
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH = 9
+    cfg.TRAINER.PROMPTSRC.CONNECT_METHOD = "None"
+
+
+def add_coprompt_cfg(cfg: CN) -> None:
+    """CoPrompt (and CoPrompt_BMIP): ``TRAINER.CoPrompt``, ``TRAINER.W``, ``TRAINER.DISTILL``."""
+    cfg.TRAINER.CoPrompt = CN()
+    cfg.TRAINER.CoPrompt.N_CTX = 2
+    cfg.TRAINER.CoPrompt.CTX_INIT = "a photo of a"
+    cfg.TRAINER.CoPrompt.PREC = "fp16"
+    cfg.TRAINER.CoPrompt.PROMPT_DEPTH = 9
+    # True (released): the per-dataset table (trainers/coprompt.py) replaces N_CTX, PROMPT_DEPTH, TRAINER.W
+    # and Food101's OPTIM.MAX_EPOCH after every other config source; False keeps the configured values.
+    cfg.TRAINER.CoPrompt.DATASET_TABLE = True
+    # Class descriptions: DESCRIPTION_FILE if set, else <DESCRIPTIONS_DIR>/<dataset stem>_prompt.json;
+    # an empty DESCRIPTIONS_DIR means the project's datasets/descriptions folder.
+    cfg.TRAINER.CoPrompt.DESCRIPTIONS_DIR = ""
+    cfg.TRAINER.CoPrompt.DESCRIPTION_FILE = ""
+    cfg.TRAINER.CoPrompt.IMAGE_ADAPTER_RATIO = 0.1  # f <- 0.9 f + 0.1 A(f)
+    cfg.TRAINER.CoPrompt.TEXT_ADAPTER_RATIO = 0.2  # g <- 0.8 g + 0.2 A(g)
+    cfg.TRAINER.CoPrompt.ADAPTER_REDUCTION = 4  # adapter bottleneck D / 4
+    cfg.TRAINER.W = 8.0  # weight of the consistency terms
+    cfg.TRAINER.DISTILL = "cosine"  # cosine | mse
+
+
+METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
+    add_coop_cfg,
+    add_cocoop_cfg,
+    add_vpt_cfg,
+    add_ivlp_cfg,
+    add_maple_cfg,
+    add_bmip_cfg,
+    add_promptsrc_cfg,
+    add_coprompt_cfg,
+]
+
+
+def extend_trainer_cfg(cfg: CN) -> None:
+    """Add every method's ``TRAINER.<METHOD>`` subtree (and other method-owned keys) to ``cfg``."""
+    for add_cfg in METHOD_CFG_FUNCTIONS:
+        add_cfg(cfg)
