@@ -1,0 +1,53 @@
+"""One clean CLIP (OpenAI architecture) with per-block prompt hooks; see docs/CLIP.md."""
+
+from .factory import ARCHS, build_clip, build_model, load
+from .model import (
+    CLIP,
+    PRECISIONS,
+    Hook,
+    LayerNorm,
+    ModifiedResNet,
+    QuickGELU,
+    ResidualAttentionBlock,
+    Transformer,
+    VisionTransformer,
+    to_precision,
+)
+from .pretrained import (
+    _MODELS,
+    CACHE_ENV_VAR,
+    _download,
+    available_models,
+    default_cache_dir,
+    read_state_dict,
+)
+from .tokenizer import encode, tokenize
+from .transform import OPENAI_MEAN, OPENAI_STD, image_transform
+
+__all__ = [
+    "ARCHS",
+    "CACHE_ENV_VAR",
+    "CLIP",
+    "Hook",
+    "LayerNorm",
+    "ModifiedResNet",
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "PRECISIONS",
+    "QuickGELU",
+    "ResidualAttentionBlock",
+    "Transformer",
+    "VisionTransformer",
+    "_MODELS",
+    "_download",
+    "available_models",
+    "build_clip",
+    "build_model",
+    "default_cache_dir",
+    "encode",
+    "image_transform",
+    "load",
+    "read_state_dict",
+    "to_precision",
+    "tokenize",
+]

@@ -1,0 +1,425 @@
+"""OpenAI CLIP architecture (ViT and ModifiedResNet towers) with per-block prompt hooks.
+
+The towers know nothing about prompt methods. A method expresses itself through a *hook*:
+``hook(index, x, block) -> Tensor | None`` is called before block ``index`` of a tower runs with the
+batch-first token tensor ``x`` (N, L, D); a returned tensor replaces ``x``. Blocks run fused
+``F.scaled_dot_product_attention``; ``ResidualAttentionBlock.attention_probs`` recomputes the
+head-averaged attention probabilities on demand for methods (BMIP) that gate on them.
+
+Parameter and buffer names are OpenAI's exactly, so OpenAI and open_clip state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Hook = Callable[[int, Tensor, "ResidualAttentionBlock"], Optional[Tensor]]
+QueryRows = Union[None, slice, Tensor, list[int]]
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in (at least) fp32 and cast back, so fp16 towers stay numerically sane (OpenAI's choice)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float32, torch.float64):
+            return super().forward(x)
+        return super().forward(x.float()).to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid GELU approximation the released CLIP weights were trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention holding ``nn.MultiheadAttention``'s parameter names (batch-first, fused)."""
+
+    def __init__(self, d_model: int, n_head: int) -> None:
+        super().__init__()
+        if d_model % n_head != 0:
+            raise ValueError(f"attention width {d_model} is not divisible by the number of heads {n_head}")
+        self.n_head = n_head
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        n, length, d = t.shape
+        return t.view(n, length, self.n_head, d // self.n_head).transpose(1, 2)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head queries, keys and values, each (N, heads, L, head_dim)."""
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self._heads(q), self._heads(k), self._heads(v)
+
+    def forward(self, x: Tensor, causal: bool) -> Tensor:
+        q, k, v = self.qkv(x)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        n, _, length, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, -1))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block; ``causal`` selects the text tower's mask (built for any length)."""
+
+    def __init__(self, d_model: int, n_head: int, causal: bool = False) -> None:
+        super().__init__()
+        self.attn = Attention(d_model, n_head)
+        self.ln_1 = LayerNorm(d_model)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(d_model, d_model * 4))
+        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("c_proj", nn.Linear(d_model * 4, d_model))
+        self.ln_2 = LayerNorm(d_model)
+        self.causal = causal
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x), self.causal)
+        return x + self.mlp(self.ln_2(x))
+
+    def attention_probs(self, x: Tensor, query_rows: QueryRows = None) -> Tensor:
+        """Head-averaged softmax attention (N, Q, L) this block would compute on ``x`` (N, L, D).
+
+        ``query_rows`` picks query positions: None (all), a slice, or an index tensor/list. The block's
+        own ``ln_1``, projections and (text tower) causal mask are applied; softmax runs in fp32 and the
+        result is returned in ``x.dtype``.
+        """
+        if x.dim() != 3:
+            raise ValueError(f"attention_probs expects x of shape (N, L, D), got {tuple(x.shape)}")
+        length = x.shape[1]
+        positions = torch.arange(length, device=x.device)
+        if query_rows is not None:
+            if isinstance(query_rows, list):
+                query_rows = torch.as_tensor(query_rows, dtype=torch.long, device=x.device)
+            positions = positions[query_rows]
+        q, k, _ = self.attn.qkv(self.ln_1(x))
+        q = q[:, :, positions]
+        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        if self.causal:
+            above = positions[:, None] < torch.arange(length, device=x.device)[None, :]
+            scores = scores.masked_fill(above, float("-inf"))
+        return scores.softmax(dim=-1).mean(dim=1).to(x.dtype)
+
+
+class Transformer(nn.Module):
+    """A stack of blocks; the hook runs before every block and may replace the tokens."""
+
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.Sequential(
+            *[ResidualAttentionBlock(width, heads, causal=causal) for _ in range(layers)]
+        )
+
+    def forward(self, x: Tensor, hook: Optional[Hook] = None) -> Tensor:
+        for index, block in enumerate(self.resblocks):
+            if hook is not None:
+                replaced = hook(index, x, block)
+                if replaced is not None:
+                    x = replaced
+            x = block(x)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """ViT image tower. Optional prompts are appended after the patch tokens (no positional embedding)."""
+
+    def __init__(
+        self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int
+    ) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.output_dim = output_dim
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width**-0.5
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        grid = input_resolution // patch_size
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid**2 + 1, width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    @property
+    def width(self) -> int:
+        return self.conv1.out_channels
+
+    def embed(self, x: Tensor, prompts: Optional[Tensor] = None) -> Tensor:
+        """Token sequence entering block 0: [CLS, patches..., prompts...] after ``ln_pre``."""
+        x = self.conv1(x)
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        if prompts is not None:
+            x = torch.cat([x, self._expand_prompts(prompts, x)], dim=1)
+        return self.ln_pre(x)
+
+    def _expand_prompts(self, prompts: Tensor, x: Tensor) -> Tensor:
+        width = x.shape[-1]
+        if prompts.dim() == 2 and prompts.shape[1] == width:
+            prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+        elif not (prompts.dim() == 3 and prompts.shape[0] == x.shape[0] and prompts.shape[2] == width):
+            raise ValueError(
+                f"vision prompts must be (n, {width}) or ({x.shape[0]}, n, {width}), got {tuple(prompts.shape)}"
+            )
+        return prompts.to(x.dtype)
+
+    def forward(self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
+        x = self.transformer(self.embed(x, prompts), hook)
+        return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck with anti-aliased (avg-pool) striding, as in CLIP's ModifiedResNet."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.downsample: Optional[nn.Sequential] = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential()
+            self.downsample.add_module("-1", nn.AvgPool2d(stride))
+            self.downsample.add_module("0", nn.Conv2d(inplanes, planes * self.expansion, 1, bias=False))
+            self.downsample.add_module("1", nn.BatchNorm2d(planes * self.expansion))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        return F.relu(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """QKV attention pooling: the mean token (plus positional embedding) queries the feature map."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int) -> None:
+        super().__init__()
+        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim**2 + 1, embed_dim) / embed_dim**0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        n, length, d = x.shape
+        heads = self.num_heads
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(n, t.shape[1], heads, d // heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.q_proj(x[:, :1])), split(self.k_proj(x)), split(self.v_proj(x)))
+        return self.c_proj(out.transpose(1, 2).reshape(n, d))
+
+
+class ModifiedResNet(nn.Module):
+    """CLIP's ResNet image tower (3-conv stem, avg-pool striding, attention pooling). Has no hook points."""
+
+    def __init__(
+        self, layers: tuple[int, int, int, int], output_dim: int, heads: int, input_resolution: int = 224,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        self.output_dim = output_dim
+        self.input_resolution = input_resolution
+        self.conv1 = nn.Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.conv3 = nn.Conv2d(width // 2, width, kernel_size=3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.avgpool = nn.AvgPool2d(2)
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        embed_dim = width * 32
+        self.attnpool = AttentionPool2d(input_resolution // 32, embed_dim, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
+        """``hook`` is accepted for a uniform signature and ignored (no token blocks); prompts are refused."""
+        if prompts is not None:
+            raise ValueError("ModifiedResNet image towers cannot take vision prompts; use a ViT backbone")
+        x = x.to(self.conv1.weight.dtype)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.avgpool(F.relu(self.bn3(self.conv3(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attnpool(x)
+
+
+class CLIP(nn.Module):
+    """CLIP with OpenAI's constructor signature and parameter names; batch-first towers with hooks.
+
+    ``vision_layers`` is the OpenAI argument: an int (ViT depth) or a 4-tuple (ResNet stage depths).
+    After construction the attribute ``vision_layers`` is the number of hookable image blocks (0 for
+    ResNet) and ``vision_stage_layers`` keeps the ResNet tuple.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        image_resolution: int,
+        vision_layers: Union[int, tuple[int, int, int, int]],
+        vision_width: int,
+        vision_patch_size: Optional[int],
+        context_length: int,
+        vocab_size: int,
+        transformer_width: int,
+        transformer_heads: int,
+        transformer_layers: int,
+    ) -> None:
+        super().__init__()
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.embed_dim = embed_dim
+        self.text_width = transformer_width
+        self.text_layers = transformer_layers
+        self.vision_width = vision_width
+        self.image_resolution = image_resolution
+        self.visual: Union[VisionTransformer, ModifiedResNet]
+        if isinstance(vision_layers, (tuple, list)):
+            heads = vision_width * 32 // 64
+            self.visual = ModifiedResNet(tuple(vision_layers), embed_dim, heads, image_resolution, vision_width)
+            self.vision_layers = 0
+            self.vision_stage_layers: Optional[tuple[int, ...]] = tuple(vision_layers)
+        else:
+            if vision_patch_size is None:
+                raise ValueError("a ViT image tower needs vision_patch_size")
+            heads = vision_width // 64
+            self.visual = VisionTransformer(
+                image_resolution, vision_patch_size, vision_width, vision_layers, heads, embed_dim
+            )
+            self.vision_layers = vision_layers
+            self.vision_stage_layers = None
+        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal=True)
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        """OpenAI's initialisation (used only for random backbones; checkpoints overwrite it)."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            pool = self.visual.attnpool
+            std = pool.c_proj.in_features**-0.5
+            for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+                nn.init.normal_(proj.weight, std=std)
+            for stage in (self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4):
+                for block in stage:
+                    nn.init.zeros_(block.bn3.weight)
+        width, layers = self.transformer.width, self.transformer.layers
+        proj_std = width**-0.5 * (2 * layers) ** -0.5
+        attn_std = width**-0.5
+        fc_std = (2 * width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the frozen towers (fp16 after ``to_precision(model, "fp16")``)."""
+        return self.visual.conv1.weight.dtype
+
+    def encode_image(self, images: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
+        """Image features (N, embed_dim), not normalised; see ``VisionTransformer.forward`` for prompts."""
+        return self.visual(images.to(self.dtype), prompts, hook)
+
+    def encode_text(self, token_ids: Tensor, hook: Optional[Hook] = None, trim: bool = True) -> Tensor:
+        """Text features (N, embed_dim) of tokenized texts; EOT is the largest id in each row."""
+        x = self.token_embedding(token_ids)
+        return self.encode_text_embeddings(x, token_ids.argmax(dim=-1), hook=hook, trim=trim)
+
+    def encode_text_embeddings(
+        self, x: Tensor, eot_indices: Tensor, hook: Optional[Hook] = None, trim: bool = True
+    ) -> Tensor:
+        """Text features from embedded tokens ``x`` (N, L, width); positional embedding is added here.
+
+        ``trim`` cuts the sequence after the last EOT before the blocks: exact under the causal mask
+        (no position attends to later ones), and the hook then sees the shorter sequence.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.text_width or x.shape[1] > self.context_length:
+            raise ValueError(
+                f"text embeddings must be (N, L<={self.context_length}, {self.text_width}), got {tuple(x.shape)}"
+            )
+        eot_indices = torch.as_tensor(eot_indices, device=x.device).long().reshape(-1)
+        if eot_indices.shape[0] != x.shape[0]:
+            raise ValueError(f"eot_indices has {eot_indices.shape[0]} entries for {x.shape[0]} sequences")
+        x = x.to(self.dtype) + self.positional_embedding[: x.shape[1]].to(self.dtype)
+        if trim:
+            x = x[:, : int(eot_indices.max()) + 1]
+        x = self.ln_final(self.transformer(x, hook))
+        rows = torch.arange(x.shape[0], device=x.device)
+        return x[rows, eot_indices] @ self.text_projection.to(x.dtype)
+
+    def forward(self, images: Tensor, token_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """OpenAI's contrastive logits: (logits_per_image, logits_per_text)."""
+        image_features = F.normalize(self.encode_image(images), dim=-1)
+        text_features = F.normalize(self.encode_text(token_ids), dim=-1)
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        return logits_per_image, logits_per_image.t()
+
+
+PRECISIONS = ("fp16", "fp32", "amp")
+
+
+def to_precision(model: CLIP, prec: str) -> CLIP:
+    """Set the weight precision the configs' ``PREC`` asks for and return the model.
+
+    ``fp16`` halves what OpenAI's released weights store in fp16 (conv/linear/attention weights and the
+    two projections); LayerNorm/BatchNorm, embeddings and ``logit_scale`` stay fp32 and are cast on use.
+    ``fp32`` and ``amp`` keep fp32 weights (``amp`` means the trainer wraps forward in autocast).
+    """
+    if prec not in PRECISIONS:
+        raise ValueError(f"precision {prec!r} is not one of {PRECISIONS}")
+    model.float()
+    if prec != "fp16":
+        return model
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.weight.data = module.weight.data.half()
+            if module.bias is not None:
+                module.bias.data = module.bias.data.half()
+        elif isinstance(module, Attention):
+            module.in_proj_weight.data = module.in_proj_weight.data.half()
+            module.in_proj_bias.data = module.in_proj_bias.data.half()
+    model.text_projection.data = model.text_projection.data.half()
+    if isinstance(model.visual, VisionTransformer):
+        model.visual.proj.data = model.visual.proj.data.half()
+    return model
