@@ -17,12 +17,20 @@ Seeds: ``SEED >= 0`` seeds python, numpy and torch (``--seed 0`` is a real seed;
 a YAML ``SEED`` alone). ``MODEL.INIT_SEED >= 0`` then re-seeds torch only, as BMIP does (its
 configs use 48), so the few-shot split follows SEED while model initialisation follows INIT_SEED.
 The device is cuda when available and ``USE_CUDA``, else cpu; ``--device`` overrides it.
+
+Errors a user can cause (a wrong path, name, config key or value, missing data or weights, an unusable
+checkpoint, a diverging loss) are printed as one ``train.py: error: ...`` message on stderr and the
+script exits with status 1; the traceback goes to ``log.txt`` only. See docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 
 import torch
@@ -79,6 +87,11 @@ def extend_cfg(cfg: CN) -> None:
     extend_trainer_cfg(cfg)
 
 
+class ConfigAssertionError(AssertionError):
+    """yacs reports some config errors (an unknown ``KEY VALUE`` key, an odd-length list) with ``assert``;
+    re-raised as this type so that ``run`` can tell them from a failing assertion in the code."""
+
+
 def _merge_file(cfg: CN, path: str, flag: str) -> None:
     """Merge a YAML file, naming the flag and the file in every error."""
     if not os.path.isfile(path):
@@ -87,8 +100,10 @@ def _merge_file(cfg: CN, path: str, flag: str) -> None:
         cfg.merge_from_file(path)
     except KeyError as e:
         raise KeyError(f"{flag} {path}: {e.args[0]}") from e
-    except (ValueError, AssertionError) as e:
-        raise type(e)(f"{flag} {path}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"{flag} {path}: {e}") from e
+    except AssertionError as e:
+        raise ConfigAssertionError(f"{flag} {path}: {e}") from e
 
 
 def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
@@ -126,7 +141,14 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     if args.config_file:
         _merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
-    cfg.merge_from_list(args.opts or [])
+    try:
+        cfg.merge_from_list(args.opts or [])
+    except KeyError as e:
+        raise KeyError(f"KEY VALUE options: {e.args[0]}") from e
+    except ValueError as e:
+        raise ValueError(f"KEY VALUE options: {e}") from e
+    except AssertionError as e:
+        raise ConfigAssertionError(f"KEY VALUE options: {e}") from e
     cfg.freeze()
     return cfg
 
@@ -136,14 +158,30 @@ def check_names(cfg: CN) -> None:
     known_trainers = TRAINER_REGISTRY.registered_names()
     if not cfg.TRAINER.NAME:
         raise ValueError(f"No trainer given: pass --trainer NAME (known: {', '.join(sorted(known_trainers))})")
-    check_availability(cfg.TRAINER.NAME, known_trainers)
+    try:
+        check_availability(cfg.TRAINER.NAME, known_trainers)
+    except ValueError as e:
+        raise ValueError(f"Unknown trainer (--trainer, TRAINER.NAME): {e}") from e
     known_datasets = DATASET_REGISTRY.registered_names()
     if not cfg.DATASET.NAME:
         raise ValueError(
             "No dataset given: pass --dataset-config-file or DATASET.NAME "
             f"(known: {', '.join(sorted(known_datasets))})"
         )
-    check_availability(cfg.DATASET.NAME, known_datasets)
+    try:
+        check_availability(cfg.DATASET.NAME, known_datasets)
+    except ValueError as e:
+        raise ValueError(f"Unknown dataset (DATASET.NAME): {e}") from e
+
+
+def check_output_dir(path: str) -> None:
+    """Fail before any work when OUTPUT_DIR cannot be created or written (not hours later, at a checkpoint)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise PermissionError(f"OUTPUT_DIR {path} is not a writable folder: {e.strerror or e}") from e
 
 
 def set_seeds(cfg: CN) -> None:
@@ -173,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
     check_names(cfg)
+    check_output_dir(cfg.OUTPUT_DIR)
     logger = setup_logger(cfg.OUTPUT_DIR)
     try:
         set_seeds(cfg)
@@ -190,10 +229,41 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if not args.no_train:
             trainer.train()
+    except BaseException:
+        if logger is not None and logger.file is not None:
+            traceback.print_exc(file=logger.file)
+        raise
     finally:
         if logger is not None:
             logger.close()
 
 
+# Exceptions that report a user's mistake (see the module docstring); anything else is a bug and keeps
+# its traceback on the console.
+USER_ERRORS = (OSError, ValueError, KeyError, FloatingPointError, pickle.UnpicklingError, ConfigAssertionError)
+
+
+def error_message(error: BaseException) -> str:
+    """The sentence of a user error: no ``KeyError`` quotes, no DataLoader-worker traceback around it."""
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+        text = error.args[0]
+    else:
+        text = str(error)
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the original error line
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """``main`` for the command line: a user error becomes one message on stderr and exit status 1."""
+    try:
+        main(argv)
+    except USER_ERRORS as e:
+        print(f"train.py: error: {error_message(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

@@ -4,9 +4,11 @@ from .factory import ARCHS, build_clip, build_model, load
 from .model import (
     CLIP,
     PRECISIONS,
+    BlockInput,
     Hook,
     LayerNorm,
     ModifiedResNet,
+    Projection,
     QuickGELU,
     ResidualAttentionBlock,
     Transformer,
@@ -26,6 +28,7 @@ from .transform import OPENAI_MEAN, OPENAI_STD, image_transform
 
 __all__ = [
     "ARCHS",
+    "BlockInput",
     "CACHE_ENV_VAR",
     "CLIP",
     "Hook",
@@ -34,6 +37,7 @@ __all__ = [
     "OPENAI_MEAN",
     "OPENAI_STD",
     "PRECISIONS",
+    "Projection",
     "QuickGELU",
     "ResidualAttentionBlock",
     "Transformer",

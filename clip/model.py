@@ -4,7 +4,9 @@ The towers know nothing about prompt methods. A method expresses itself through 
 ``hook(index, x, block) -> Tensor | None`` is called before block ``index`` of a tower runs with the
 batch-first token tensor ``x`` (N, L, D); a returned tensor replaces ``x``. Blocks run fused
 ``F.scaled_dot_product_attention``; ``ResidualAttentionBlock.attention_probs`` recomputes the
-head-averaged attention probabilities on demand for methods (BMIP) that gate on them.
+head-averaged attention probabilities on demand for methods (BMIP) that gate on them. A hook that probed a
+block and then replaced a few rows may return a :class:`BlockInput` carrying the probe's projections with
+those rows re-projected, so the block does not project the whole sequence a second time.
 
 Parameter and buffer names are OpenAI's exactly, so OpenAI and open_clip state dicts load unchanged.
 """
@@ -12,15 +14,33 @@ Parameter and buffer names are OpenAI's exactly, so OpenAI and open_clip state d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Optional, Union
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Hook = Callable[[int, Tensor, "ResidualAttentionBlock"], Optional[Tensor]]
 QueryRows = Union[None, slice, Tensor, list[int]]
+
+
+class Projection(NamedTuple):
+    """Per-head queries, keys and values (each (N, heads, L, head_dim)) of a block's ``ln_1``-ed input."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+
+
+class BlockInput(NamedTuple):
+    """What a hook may return instead of a tensor: the tokens and their already computed projections."""
+
+    x: Tensor
+    projection: Projection
+
+
+Hook = Callable[[int, Tensor, "ResidualAttentionBlock"], Union[Tensor, BlockInput, None]]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -62,8 +82,9 @@ class Attention(nn.Module):
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return self._heads(q), self._heads(k), self._heads(v)
 
-    def forward(self, x: Tensor, causal: bool) -> Tensor:
-        q, k, v = self.qkv(x)
+    def forward(self, x: Tensor, causal: bool, projection: Optional[Projection] = None) -> Tensor:
+        """Fused attention on ``x`` (already ``ln_1``-ed), or on ``projection`` when it is given."""
+        q, k, v = self.qkv(x) if projection is None else projection
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         n, _, length, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(n, length, -1))
@@ -82,17 +103,54 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("c_proj", nn.Linear(d_model * 4, d_model))
         self.ln_2 = LayerNorm(d_model)
         self.causal = causal
+        self._memo: Optional[dict[int, tuple[Tensor, Projection]]] = None
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x), self.causal)
+    def forward(self, x: Tensor, projection: Optional[Projection] = None) -> Tensor:
+        """``projection``, if given, must be :meth:`project` of this ``x`` (see :meth:`project_rows`)."""
+        if projection is None:
+            x = x + self.attn(self.ln_1(x), self.causal)
+        else:
+            x = x + self.attn(x, self.causal, projection)
         return x + self.mlp(self.ln_2(x))
+
+    def project(self, x: Tensor) -> Projection:
+        """Queries, keys and values of ``x`` (N, L, D) as the attention of this block computes them."""
+        return Projection(*self.attn.qkv(self.ln_1(x)))
+
+    def project_rows(self, base: Projection, x: Tensor, start: int, stop: int) -> Projection:
+        """Projection of ``x`` from ``base``, the projection of a sequence that differs from ``x`` only in
+        rows ``start:stop``: only those rows are projected again (the projection is row-wise)."""
+        rows = self.project(x[:, start:stop])
+        return Projection(*(torch.cat([b[:, :, :start], r, b[:, :, stop:]], dim=2) for b, r in zip(base, rows)))
+
+    @contextmanager
+    def memoize_projection(self) -> Iterator[dict[int, tuple[Tensor, Projection]]]:
+        """Within the block, :meth:`attention_probs` keeps the projection of each input it probes.
+
+        Yields the memo (``id(x) -> (x, projection)``) so the caller can reuse a probe's projection for
+        the block's own pass; outside the block nothing is kept.
+        """
+        self._memo = {}
+        try:
+            yield self._memo
+        finally:
+            self._memo = None
+
+    def _probe_projection(self, x: Tensor) -> Projection:
+        if self._memo is None:
+            return self.project(x)
+        held = self._memo.get(id(x))
+        if held is None or held[0] is not x:
+            held = (x, self.project(x))
+            self._memo[id(x)] = held
+        return held[1]
 
     def attention_probs(self, x: Tensor, query_rows: QueryRows = None) -> Tensor:
         """Head-averaged softmax attention (N, Q, L) this block would compute on ``x`` (N, L, D).
 
         ``query_rows`` picks query positions: None (all), a slice, or an index tensor/list. The block's
-        own ``ln_1``, projections and (text tower) causal mask are applied; softmax runs in fp32 and the
-        result is returned in ``x.dtype``.
+        own ``ln_1``, projections and (text tower) causal mask are applied; scores and softmax run in at
+        least fp32 (fp64 models stay fp64) and the result is returned in ``x.dtype``.
         """
         if x.dim() != 3:
             raise ValueError(f"attention_probs expects x of shape (N, L, D), got {tuple(x.shape)}")
@@ -102,9 +160,10 @@ class ResidualAttentionBlock(nn.Module):
             if isinstance(query_rows, list):
                 query_rows = torch.as_tensor(query_rows, dtype=torch.long, device=x.device)
             positions = positions[query_rows]
-        q, k, _ = self.attn.qkv(self.ln_1(x))
+        q, k, _ = self._probe_projection(x)
         q = q[:, :, positions]
-        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        compute = torch.promote_types(x.dtype, torch.float32)
+        scores = (q.to(compute) @ k.to(compute).transpose(-2, -1)) / math.sqrt(q.shape[-1])
         if self.causal:
             above = positions[:, None] < torch.arange(length, device=x.device)[None, :]
             scores = scores.masked_fill(above, float("-inf"))
@@ -124,10 +183,12 @@ class Transformer(nn.Module):
 
     def forward(self, x: Tensor, hook: Optional[Hook] = None) -> Tensor:
         for index, block in enumerate(self.resblocks):
-            if hook is not None:
-                replaced = hook(index, x, block)
-                if replaced is not None:
-                    x = replaced
+            replaced = None if hook is None else hook(index, x, block)
+            if isinstance(replaced, BlockInput):
+                x = block(replaced.x, replaced.projection)
+                continue
+            if replaced is not None:
+                x = replaced
             x = block(x)
         return x
 
@@ -327,6 +388,9 @@ class CLIP(nn.Module):
         self.ln_final = LayerNorm(transformer_width)
         self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # Default of ``trim`` in the text encoders; False runs all 77 positions as the official code does
+        # (the benchmark's "before", docs/PERFORMANCE.md).
+        self.trim_text = True
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
@@ -361,18 +425,19 @@ class CLIP(nn.Module):
         """Image features (N, embed_dim), not normalised; see ``VisionTransformer.forward`` for prompts."""
         return self.visual(images.to(self.dtype), prompts, hook)
 
-    def encode_text(self, token_ids: Tensor, hook: Optional[Hook] = None, trim: bool = True) -> Tensor:
+    def encode_text(self, token_ids: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None) -> Tensor:
         """Text features (N, embed_dim) of tokenized texts; EOT is the largest id in each row."""
         x = self.token_embedding(token_ids)
         return self.encode_text_embeddings(x, token_ids.argmax(dim=-1), hook=hook, trim=trim)
 
     def encode_text_embeddings(
-        self, x: Tensor, eot_indices: Tensor, hook: Optional[Hook] = None, trim: bool = True
+        self, x: Tensor, eot_indices: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None
     ) -> Tensor:
         """Text features from embedded tokens ``x`` (N, L, width); positional embedding is added here.
 
         ``trim`` cuts the sequence after the last EOT before the blocks: exact under the causal mask
-        (no position attends to later ones), and the hook then sees the shorter sequence.
+        (no position attends to later ones), and the hook then sees the shorter sequence. None means
+        the model's ``trim_text`` (True unless a benchmark switched it off).
         """
         if x.dim() != 3 or x.shape[-1] != self.text_width or x.shape[1] > self.context_length:
             raise ValueError(
@@ -382,6 +447,7 @@ class CLIP(nn.Module):
         if eot_indices.shape[0] != x.shape[0]:
             raise ValueError(f"eot_indices has {eot_indices.shape[0]} entries for {x.shape[0]} sequences")
         x = x.to(self.dtype) + self.positional_embedding[: x.shape[1]].to(self.dtype)
+        trim = self.trim_text if trim is None else trim
         if trim:
             x = x[:, : int(eot_indices.max()) + 1]
         x = self.ln_final(self.transformer(x, hook))

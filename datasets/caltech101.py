@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, read_and_split_data
+from .common import BenchmarkDataset, ExpectedSizes, read_and_split_data
 
 IGNORED = ("BACKGROUND_Google", "Faces_easy")
 NEW_CNAMES = {
@@ -18,6 +18,7 @@ NEW_CNAMES = {
 @DATASET_REGISTRY.register()
 class Caltech101(BenchmarkDataset):
     dataset_dir = "caltech-101"
+    expected = ExpectedSizes(train=4128, val=1649, test=2465, classes=100)
     image_subdir = "101_ObjectCategories"
     split_filename = "split_zhou_Caltech101.json"
     layout = """\

@@ -19,6 +19,7 @@ import pickle
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.data.datasets import DatasetBase, Datum
@@ -29,6 +30,7 @@ __all__ = [
     "SUBSAMPLE_CHOICES",
     "BenchmarkDataset",
     "DatasetLayoutError",
+    "ExpectedSizes",
     "ForeignPickleError",
     "LayoutChecks",
     "dataset_root",
@@ -45,6 +47,20 @@ __all__ = [
 DASSL_DATUM_MODULE = "dassl.data.datasets.base_dataset"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 _ALLOWED_GLOBALS = {(DASSL_DATUM_MODULE, "Datum"), (Datum.__module__, "Datum")}
+
+
+@dataclass(frozen=True)
+class ExpectedSizes:
+    """What docs/DATASETS.md promises for the published split: image counts and number of classes.
+
+    Readers declare it as ``expected`` so that ``tools/check_data.py`` can compare a data folder against it.
+    ``None`` means the split has no such part (ImageNet's val is its test set; the variants are test-only).
+    """
+
+    train: int | None
+    val: int | None
+    test: int
+    classes: int
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -347,6 +363,8 @@ class LayoutChecks:
 
     root = ""
     layout = ""
+    expected: ExpectedSizes | None = None
+    created_on_first_use = False  # True when the reader writes its own data (Digits)
 
     def require(self, path: str, what: str, is_dir: bool = False, hint: str = "") -> str:
         """Return ``path`` if it exists (as a folder when ``is_dir``), else raise a layout error naming it."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset
+from .common import BenchmarkDataset, ExpectedSizes
 
 CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 32
@@ -28,8 +28,10 @@ DEFAULT_ROOT = "./data"
 @DATASET_REGISTRY.register()
 class Digits(BenchmarkDataset):
     dataset_dir = "digits"
+    expected = ExpectedSizes(train=898, val=359, test=540, classes=10)
     image_subdir = "images"
     split_filename = "split_Digits.json"
+    created_on_first_use = True
     layout = """\
 digits/                           (created on first use from scikit-learn's load_digits)
     images/<zero..nine>/<name>_<nnnn>.png

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, read_and_split_data
+from .common import BenchmarkDataset, ExpectedSizes, read_and_split_data
 
 
 @DATASET_REGISTRY.register()
 class DescribableTextures(BenchmarkDataset):
     dataset_dir = "dtd"
+    expected = ExpectedSizes(train=2820, val=1128, test=1692, classes=47)
     image_subdir = "images"
     split_filename = "split_zhou_DescribableTextures.json"
     layout = """\

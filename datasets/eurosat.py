@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, read_and_split_data
+from .common import BenchmarkDataset, ExpectedSizes, read_and_split_data
 
 NEW_CNAMES = {
     "AnnualCrop": "Annual Crop Land",
@@ -23,6 +23,7 @@ NEW_CNAMES = {
 @DATASET_REGISTRY.register()
 class EuroSAT(BenchmarkDataset):
     dataset_dir = "eurosat"
+    expected = ExpectedSizes(train=13500, val=5400, test=8100, classes=10)
     image_subdir = "2750"
     split_filename = "split_zhou_EuroSAT.json"
     layout = """\

@@ -6,12 +6,13 @@ import os
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset
+from .common import BenchmarkDataset, ExpectedSizes
 
 
 @DATASET_REGISTRY.register()
 class FGVCAircraft(BenchmarkDataset):
     dataset_dir = "fgvc_aircraft"
+    expected = ExpectedSizes(train=3334, val=3333, test=3333, classes=100)
     image_subdir = "images"
     layout = """\
 fgvc_aircraft/

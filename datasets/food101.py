@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, read_and_split_data
+from .common import BenchmarkDataset, ExpectedSizes, read_and_split_data
 
 
 @DATASET_REGISTRY.register()
 class Food101(BenchmarkDataset):
     dataset_dir = "food-101"
+    expected = ExpectedSizes(train=50500, val=20200, test=30300, classes=101)
     image_subdir = "images"
     split_filename = "split_zhou_Food101.json"
     layout = """\

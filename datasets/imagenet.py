@@ -17,6 +17,7 @@ from engine.utils import listdir_nohidden
 
 from .common import (
     BenchmarkDataset,
+    ExpectedSizes,
     LayoutChecks,
     dataset_root,
     load_datum_pickle,
@@ -70,6 +71,7 @@ def sorted_subfolders(path: str) -> list[str]:
 @DATASET_REGISTRY.register()
 class ImageNet(BenchmarkDataset):
     dataset_dir = "imagenet"
+    expected = ExpectedSizes(train=1281167, val=None, test=50000, classes=1000)
     image_subdir = "images"
     layout = """\
 imagenet/

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from engine.data.datasets import DATASET_REGISTRY
 
+from .common import ExpectedSizes
 from .imagenet import ImageNetVariant
 
 
 @DATASET_REGISTRY.register()
 class ImageNetSketch(ImageNetVariant):
     dataset_dir = "imagenet-sketch"
+    expected = ExpectedSizes(train=None, val=None, test=50889, classes=1000)
     image_subdir = "images"
     layout = """\
 imagenet-sketch/

@@ -7,12 +7,14 @@ from collections import OrderedDict
 
 from engine.data.datasets import DATASET_REGISTRY
 
+from .common import ExpectedSizes
 from .imagenet import ImageNetVariant
 
 
 @DATASET_REGISTRY.register()
 class ImageNetV2(ImageNetVariant):
     dataset_dir = "imagenetv2"
+    expected = ExpectedSizes(train=None, val=None, test=10000, classes=1000)
     image_subdir = "imagenetv2-matched-frequency-format-val"
     layout = """\
 imagenetv2/

@@ -9,12 +9,13 @@ from collections import defaultdict
 from engine.data.datasets import DATASET_REGISTRY, Datum
 from engine.utils import read_json
 
-from .common import BenchmarkDataset
+from .common import BenchmarkDataset, ExpectedSizes
 
 
 @DATASET_REGISTRY.register()
 class OxfordFlowers(BenchmarkDataset):
     dataset_dir = "oxford_flowers"
+    expected = ExpectedSizes(train=4093, val=1633, test=2463, classes=102)
     image_subdir = "jpg"
     split_filename = "split_zhou_OxfordFlowers.json"
     layout = """\

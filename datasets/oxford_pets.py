@@ -6,12 +6,13 @@ import os
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, split_trainval
+from .common import BenchmarkDataset, ExpectedSizes, split_trainval
 
 
 @DATASET_REGISTRY.register()
 class OxfordPets(BenchmarkDataset):
     dataset_dir = "oxford_pets"
+    expected = ExpectedSizes(train=2944, val=736, test=3669, classes=37)
     image_subdir = "images"
     split_filename = "split_zhou_OxfordPets.json"
     layout = """\

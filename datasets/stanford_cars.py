@@ -6,12 +6,13 @@ import os
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, split_trainval
+from .common import BenchmarkDataset, ExpectedSizes, split_trainval
 
 
 @DATASET_REGISTRY.register()
 class StanfordCars(BenchmarkDataset):
     dataset_dir = "stanford_cars"
+    expected = ExpectedSizes(train=6509, val=1635, test=8041, classes=196)
     split_filename = "split_zhou_StanfordCars.json"
     layout = """\
 stanford_cars/

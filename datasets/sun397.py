@@ -6,12 +6,13 @@ import os
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, split_trainval
+from .common import BenchmarkDataset, ExpectedSizes, split_trainval
 
 
 @DATASET_REGISTRY.register()
 class SUN397(BenchmarkDataset):
     dataset_dir = "sun397"
+    expected = ExpectedSizes(train=15880, val=3970, test=19850, classes=397)
     image_subdir = "SUN397"
     split_filename = "split_zhou_SUN397.json"
     layout = """\

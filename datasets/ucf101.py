@@ -7,12 +7,13 @@ import re
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, split_trainval
+from .common import BenchmarkDataset, ExpectedSizes, split_trainval
 
 
 @DATASET_REGISTRY.register()
 class UCF101(BenchmarkDataset):
     dataset_dir = "ucf101"
+    expected = ExpectedSizes(train=7639, val=1898, test=3783, classes=101)
     image_subdir = "UCF-101-midframes"
     split_filename = "split_zhou_UCF101.json"
     layout = """\

@@ -5,3 +5,8 @@ The module tree mirrors Dassl's (``engine.config``, ``engine.utils``, ``engine.d
 """
 
 __version__ = "0.6.3-compat"
+
+import os as _os
+
+if _os.environ.get("ENGINE_DASSL_ALIAS", "").strip().lower() not in ("", "0", "false", "no"):
+    from . import dassl_alias  # noqa: F401  (importing it activates the dassl.* alias; docs/DASSL_COMPAT.md)

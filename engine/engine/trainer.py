@@ -8,6 +8,7 @@ the last batch of an epoch). Everything else - data, evaluation, checkpoints, re
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import sys
 import time
@@ -24,7 +25,9 @@ from engine.data import DataManager
 from engine.evaluation import build_evaluator
 from engine.utils import (
     AverageMeter,
+    CheckpointError,
     MetricMeter,
+    crash_point,
     get_rng_state,
     load_checkpoint,
     load_state_dict_checked,
@@ -56,6 +59,8 @@ class TrainerBase:
         self._scheds: OrderedDict[str, Any] = OrderedDict()
         self._trainable_only: dict[str, bool] = {}
         self._writer: Any = None
+        # (where, summary) of the last training step whose reported values were all finite.
+        self._last_finite: tuple[str, dict[str, float]] | None = None
 
     # ------------------------------------------------------------------ models
     def register_model(
@@ -144,16 +149,22 @@ class TrainerBase:
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at "{directory}" (will resume training)')
-        start_epoch = 0
-        for name in names:
-            start_epoch = resume_from_checkpoint(
+        epochs = {
+            name: resume_from_checkpoint(
                 os.path.join(directory, name),
                 self._models[name],
                 self._optims[name],
                 self._scheds[name],
                 strict=self._strict(name),
             )
-        return start_epoch
+            for name in names
+        }
+        if len(set(epochs.values())) > 1:
+            raise CheckpointError(
+                f'The checkpoints in "{directory}" are from different epochs ({epochs}); the run cannot be '
+                "resumed consistently. Delete the newer ones or the whole folder."
+            )
+        return epochs[names[-1]]
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
@@ -164,7 +175,11 @@ class TrainerBase:
         for name in self.get_model_names():
             model_path = os.path.join(directory, name, model_file)
             if not os.path.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
+                folder = os.path.dirname(model_path)
+                present = sorted(n for n in os.listdir(folder) if n.startswith("model")) if os.path.isdir(folder) else []
+                raise FileNotFoundError(
+                    f'Model not found at "{model_path}" (that folder holds: {", ".join(present) or "nothing"})'
+                )
             checkpoint = load_checkpoint(model_path)
             print(
                 f"Load {model_path} to {name} (epoch={checkpoint['epoch']}, "
@@ -186,8 +201,31 @@ class TrainerBase:
                 self._scheds[name].step()
 
     def detect_anomaly(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss).all():
-            raise FloatingPointError("Loss is infinite or NaN!")
+        """Stop on a non-finite loss, naming the step and the last finite values (Dassl only said NaN)."""
+        if torch.isfinite(loss).all():
+            return
+        where = self._step_name()
+        if self._last_finite is None:
+            last = "no earlier step had finite values"
+        else:
+            step, summary = self._last_finite
+            last = f"last finite values at {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
+        raise FloatingPointError(
+            f"Loss is {loss.detach().float().flatten()[0].item()} at {where}; {last}. Training stopped: "
+            "lower OPTIM.LR or check the inputs"
+        )
+
+    def _step_name(self) -> str:
+        if not hasattr(self, "batch_idx"):
+            return "the first step"
+        return (
+            f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}]"
+        )
+
+    def _note_finite_step(self, summary: dict[str, Any]) -> None:
+        values = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float, torch.Tensor))}
+        if all(math.isfinite(v) for v in values.values()):
+            self._last_finite = (self._step_name(), values)
 
     # ------------------------------------------------------------------ tensorboard
     def init_writer(self, log_dir: str) -> None:
@@ -428,6 +466,8 @@ class TrainerX(SimpleTrainer):
         for self.batch_idx, batch in enumerate(bar):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
+            crash_point("train-step")
+            self._note_finite_step(loss_summary)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, StepLR
 
+from engine.utils.torchtools import PickledObject
+
 __all__ = [
     "AVAI_SCHEDS",
     "build_lr_scheduler",
@@ -54,11 +56,17 @@ class _BaseWarmupScheduler(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load into the existing successor; also accepts Dassl's legacy form holding the successor object."""
+        """Load into the existing successor; also accepts Dassl's legacy form holding the successor object.
+
+        A legacy checkpoint read by ``load_checkpoint(allow_pickle=True)`` holds the successor as a
+        ``PickledObject`` whose ``state`` is the successor's ``__dict__`` (its optimizer left out here).
+        """
         state = dict(state_dict)
         successor_state = state.pop("successor", None)
         if isinstance(successor_state, LRScheduler):
             successor_state = successor_state.state_dict()
+        elif isinstance(successor_state, PickledObject):
+            successor_state = {k: v for k, v in successor_state.state.items() if k != "optimizer"}
         state.pop("verbose", None)
         self.__dict__.update(state)
         if successor_state is not None:

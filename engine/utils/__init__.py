@@ -1,5 +1,6 @@
 """Dassl's ``dassl.utils``: everything is re-exported flat, as trainers import it that way."""
 
+from .crash import *  # noqa: F401,F403
 from .logger import *  # noqa: F401,F403
 from .meters import *  # noqa: F401,F403
 from .registry import *  # noqa: F401,F403

@@ -85,11 +85,31 @@ def read_image(path: str) -> Image.Image:
 
 
 def collect_env_info() -> str:
-    """Torch's environment report plus the Pillow version."""
-    import PIL
-    from torch.utils.collect_env import get_pretty_env_info
+    """Versions and devices that decide whether two runs are comparable.
 
-    return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"
+    Dassl prints torch's ``get_pretty_env_info()``, which shells out to pip, conda and nvidia-smi and costs
+    seconds to tens of seconds per run; this reports the same essentials from the imported modules at once.
+    """
+    import platform
+    import sys
+
+    import PIL
+    import torchvision
+
+    lines = [
+        f"Python: {sys.version.split()[0]} ({platform.platform()})",
+        f"PyTorch: {torch.__version__} (CUDA build {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})",
+        f"torchvision: {torchvision.__version__}",
+        f"numpy: {np.__version__}",
+        f"Pillow: {PIL.__version__}",
+        f"CPU threads: {torch.get_num_threads()}",
+    ]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            lines.append(f"GPU {index}: {torch.cuda.get_device_name(index)}")
+    else:
+        lines.append("GPU: none (running on CPU)")
+    return "\n".join(lines)
 
 
 def listdir_nohidden(path: str, sort: bool = False) -> list[str]:

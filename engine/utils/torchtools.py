@@ -1,8 +1,11 @@
 """Checkpoint save/load/resume and parameter counting with Dassl's names and file layout.
 
 Checkpoints hold only tensors and plain Python values, so they load with
-``torch.load(weights_only=True)``; they are written to a temporary file and moved into place, so an
-interrupted save never leaves a truncated checkpoint behind.
+``torch.load(weights_only=True)``; they are written to a temporary file, synced and moved into place, so
+an interrupted save never leaves a truncated checkpoint behind. Resume reports an unreadable checkpoint
+by name and continues from the newest other complete one. Checkpoints written by real Dassl (pickles
+holding scheduler and optimizer objects) are read, on request, by an unpickler that rebuilds tensors and
+plain containers only and never imports or runs anything else.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
+import types
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .crash import crash_point
 from .tools import mkdir_if_missing
 
 __all__ = [
@@ -31,14 +38,35 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
     "load_state_dict_checked",
+    "PickledObject",
+    "CheckpointError",
+    "CheckpointMismatchError",
 ]
 
+_NUMBERED = re.compile(r"^model\.pth\.tar-(\d+)$")
 
-def _atomic_write(save: Any, fpath: str) -> None:
-    """Run ``save(tmp_path)`` then move the result onto ``fpath`` (same directory, so the move is atomic)."""
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, or saved for a different model."""
+
+
+class CheckpointMismatchError(CheckpointError, KeyError):
+    """A checkpoint saved for another method or configuration (a ``KeyError`` too, as Dassl raised)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _atomic_write(save: Any, fpath: str, crash_label: str = "") -> None:
+    """Run ``save(tmp_path)`` then move the result onto ``fpath`` (same directory, so the move is atomic).
+
+    ``crash_label`` names the crash point between the two steps (see :mod:`engine.utils.crash`).
+    """
     tmp = os.path.join(os.path.dirname(fpath), f".{os.path.basename(fpath)}.tmp-{os.getpid()}")
     try:
         save(tmp)
+        if crash_label:
+            crash_point(crash_label)
         os.replace(tmp, fpath)
     finally:
         if os.path.exists(tmp):
@@ -51,6 +79,14 @@ def _write_text(text: str, fpath: str) -> None:
             f.write(text)
 
     _atomic_write(save, fpath)
+
+
+def _save_synced(state: dict[str, Any], fpath: str) -> None:
+    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache."""
+    with open(fpath, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -101,7 +137,8 @@ def save_checkpoint(
     if not model_name:
         model_name = f"model.pth.tar-{state['epoch']}"
     fpath = os.path.join(save_dir, model_name)
-    _atomic_write(lambda tmp: torch.save(state, tmp), fpath)
+    _atomic_write(lambda tmp: _save_synced(state, tmp), fpath, crash_label="checkpoint-temp-written")
+    crash_point("checkpoint-renamed")
     print(f"Checkpoint saved to {fpath}")
     _write_text(f"{os.path.basename(fpath)}\n", os.path.join(save_dir, "checkpoint"))
     if is_best:
@@ -110,43 +147,141 @@ def save_checkpoint(
         print(f'Best checkpoint saved to "{best_fpath}"')
 
 
+class PickledObject:
+    """Stand-in for an object in a legacy pickle (a Dassl scheduler, an optimizer ...); nothing of it runs.
+
+    ``cls_path`` is the class the file names; ``args`` and ``state`` are what the pickle would have passed
+    to it. For a scheduler or optimizer, ``state`` is its ``__dict__``, so its data stays readable.
+    """
+
+    cls_path = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
+        obj = super().__new__(cls)
+        obj.args, obj.kwargs, obj.state = args, kwargs, None
+        return obj
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"PickledObject({self.cls_path})"
+
+
+# Globals a legacy checkpoint may use to rebuild tensors and containers; everything else becomes a
+# PickledObject. Storage classes are resolved by torch.load itself before this list is consulted.
+_LEGACY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "tuple"): tuple,
+}
+
+
+class _TensorOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds tensors and plain containers; any other class becomes an inert :class:`PickledObject`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module
+        allowed = _LEGACY_GLOBALS.get((module, name))
+        if allowed is not None:
+            return allowed
+        return type(name, (PickledObject,), {"cls_path": f"{module}.{name}", "__module__": __name__})
+
+
+_tensor_only_pickle = types.ModuleType("engine_tensor_only_pickle")
+_tensor_only_pickle.Unpickler = _TensorOnlyUnpickler  # type: ignore[attr-defined]
+_tensor_only_pickle.load = lambda f, **kw: _TensorOnlyUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+
+# What a truncated or otherwise damaged checkpoint raises from torch.load.
+_UNREADABLE = (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError)
+
+
 def load_checkpoint(fpath: str, allow_pickle: bool = False) -> Any:
     """Load a checkpoint onto the GPU when available, else the CPU.
 
-    Ours load with ``weights_only=True``. Checkpoints written by real Dassl pickle scheduler objects:
-    they load only with ``allow_pickle=True`` (full unpickling; do this only for files you trust).
+    Ours load with ``weights_only=True``. Checkpoints written by real Dassl pickle scheduler and
+    optimizer objects: they load only with ``allow_pickle=True``, which rebuilds the tensors and plain
+    values and turns every other object into an inert :class:`PickledObject` (nothing in the file is
+    imported or executed). A damaged file raises :class:`CheckpointError` naming it.
     """
     if fpath is None:
         raise ValueError("load_checkpoint: the file path is None")
     if not os.path.exists(fpath):
         raise FileNotFoundError(f'No file found at "{fpath}"')
     map_location = None if torch.cuda.is_available() else "cpu"
+    if allow_pickle:
+        options: dict[str, Any] = {"weights_only": False, "pickle_module": _tensor_only_pickle}
+    else:
+        options = {"weights_only": True}
     try:
-        return torch.load(fpath, map_location=map_location, weights_only=not allow_pickle)
-    except UnicodeDecodeError:
-        # Checkpoints pickled under Python 2.
-        return torch.load(fpath, map_location=map_location, weights_only=not allow_pickle, encoding="latin1")
+        try:
+            return torch.load(fpath, map_location=map_location, **options)
+        except UnicodeDecodeError:
+            # Checkpoints pickled under Python 2.
+            return torch.load(fpath, map_location=map_location, encoding="latin1", **options)
     except pickle.UnpicklingError as e:
-        if allow_pickle:
-            raise
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if allow_pickle or found is None:
+            raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
         raise pickle.UnpicklingError(
-            f'"{fpath}" contains pickled Python objects, not only tensors and plain values (a checkpoint '
-            "written by real Dassl?). If you trust the file, load it with load_checkpoint(path, "
-            f"allow_pickle=True). Original error: {str(e).splitlines()[0]}"
+            f'"{fpath}" holds pickled Python objects ({found.group(1)}), not only tensors and plain values: '
+            "a checkpoint written by real Dassl? Load it with load_checkpoint(path, allow_pickle=True), "
+            "which reads only its tensors and plain values"
         ) from e
+    except _UNREADABLE as e:
+        raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an error (torch's zip errors append a paragraph of advice)."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], strict: bool, source: str) -> None:
     """Load weights; with ``strict=False`` missing keys are fine but unknown keys still raise.
 
-    Non-strict loading serves checkpoints that hold only the trainable tensors.
+    Non-strict loading serves checkpoints that hold only the trainable tensors. A checkpoint of another
+    method or configuration raises :class:`CheckpointError` naming the file and the offending tensors.
     """
-    if strict:
-        model.load_state_dict(state_dict)
-        return
-    unexpected = model.load_state_dict(state_dict, strict=False).unexpected_keys
-    if unexpected:
-        raise KeyError(f'"{source}" holds weights the model does not have: {", ".join(unexpected)}')
+    own = model.state_dict()
+    mismatched = [
+        f"{k} (checkpoint {list(v.shape)}, model {list(own[k].shape)})"
+        for k, v in state_dict.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+    ]
+    if mismatched:
+        raise CheckpointMismatchError(
+            f'"{source}" does not fit this model: shape mismatch for {", ".join(mismatched)} '
+            "(saved with another configuration, e.g. another N_CTX, prompt depth or backbone?)"
+        )
+    try:
+        result = model.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(f'"{source}" does not fit this model: {" ".join(str(e).split())}') from e
+    if result is not None and result.unexpected_keys:
+        raise CheckpointMismatchError(
+            f'"{source}" does not fit this model: it holds weights the model does not have: '
+            f"{', '.join(result.unexpected_keys)} (saved by another method?)"
+        )
+
+
+def _resume_candidates(fdir: str) -> list[str]:
+    """The file the ``checkpoint`` pointer names, then the numbered checkpoints, newest first."""
+    names = []
+    pointer = os.path.join(fdir, "checkpoint")
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            names.append(f.readline().strip())
+    numbered = [(int(m.group(1)), n) for n in os.listdir(fdir) if (m := _NUMBERED.match(n))]
+    names += [n for _, n in sorted(numbered, reverse=True) if n not in names]
+    return [os.path.join(fdir, n) for n in names if n]
 
 
 def resume_from_checkpoint(
@@ -159,16 +294,26 @@ def resume_from_checkpoint(
     """Resume from the file named in ``fdir/checkpoint``; returns the epoch to start from.
 
     Restores weights, optimizer and scheduler state and, for checkpoints of this engine, the random
-    streams, so the resumed run continues exactly where the interrupted one stopped.
+    streams, so the resumed run continues exactly where the interrupted one stopped. If that file is
+    missing or unreadable, it is reported by name and the newest other ``model.pth.tar-<epoch>`` that
+    reads is used instead.
     """
-    pointer = os.path.join(fdir, "checkpoint")
-    if not os.path.isfile(pointer):
-        raise FileNotFoundError(f'No "checkpoint" pointer file in "{fdir}"')
-    with open(pointer) as f:
-        fname = f.readline().strip()
-    fpath = os.path.join(fdir, fname)
+    candidates = _resume_candidates(fdir)
+    if not candidates:
+        raise FileNotFoundError(f'No "checkpoint" pointer file and no model.pth.tar-<epoch> file in "{fdir}"')
+    checkpoint, fpath = None, ""
+    for fpath in candidates:
+        try:
+            checkpoint = load_checkpoint(fpath)
+            break
+        except (FileNotFoundError, CheckpointError, pickle.UnpicklingError) as e:
+            print(f"Warning: {e}. Trying the next checkpoint")
+    if checkpoint is None:
+        raise CheckpointError(
+            f'No readable checkpoint in "{fdir}" (tried {", ".join(os.path.basename(c) for c in candidates)}); '
+            "delete the folder to train from scratch"
+        )
     print(f'Loading checkpoint from "{fpath}"')
-    checkpoint = load_checkpoint(fpath)
     load_state_dict_checked(model, checkpoint["state_dict"], strict, fpath)
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# CoCoOp base-to-new evaluation on new and all classes: base2new_test.sh <dataset> <seed> [KEY VALUE...]
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# Config of the CoCoOp paper for base-to-new, cross-dataset and domain generalisation.
+lib_setup CoCoOp vit_b16_c4_ep10_batch1_ctxv1 10
+base2new_test "$@"

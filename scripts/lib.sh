@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Shared helpers for every method's scripts (source it; do not run it).
+#
+# A method script is a thin wrapper:
+#
+#     #!/usr/bin/env bash
+#     source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+#     lib_setup MaPLe vit_b16_c2_ep5_batch4_2ctx 5     # trainer, default config, default load epoch
+#     base2new_train "$@"
+#
+# Positional arguments are `<dataset> <seed>` (plus `<shots>` for few-shot); every further argument is
+# a `KEY VALUE` config override passed through to train.py after the script's own overrides (so it wins).
+#
+# Environment (all optional):
+#   DATA     dataset root                                  default ./data under the repo root
+#   OUTPUT   output root                                   default ./output under the repo root
+#            (a relative DATA or OUTPUT you set is taken from the directory you run the script from)
+#   PYTHON   python interpreter                            default python
+#   CFG      trainer config name (configs/trainers/<CFG_DIR>/<CFG>.yaml)  default: set by the script
+#   LOADEP   epoch to load for evaluation, or "best"       default: set by the script; a numeric default
+#            (model-best.pth.tar)                          gives way to an OPTIM.MAX_EPOCH argument
+#   SHOTS    shots per class for base2new / xd             default 16, or a DATASET.NUM_SHOTS override
+#   SOURCE   dataset the xd/dg model was trained on        default imagenet
+#   SUBS     label spaces base2new_test evaluates          default "new all"
+#   FORCE    1 = run even if the output dir holds a finished run
+#
+# Output layout (relative to OUTPUT; <C> = CFG, <K> = shots, <S> = seed):
+#   base-to-new   base2new/train_base/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
+#                 base2new/test_{new,all}/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
+#   cross-dataset / domain generalisation (as the official repositories)
+#                 <SOURCE>/<TRAINER>/<C>_<K>shots/seed<S>                 (training)
+#                 evaluation/<TRAINER>/<C>_<K>shots/<dataset>/seed<S>      (evaluation)
+#   few-shot      fewshot/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
+#   zero-shot     zeroshot/<TRAINER>/<C>/<dataset>
+#
+# Skip-if-done: a training job is skipped when its log.txt has the line `Finish training`, an evaluation
+# job when its log.txt has an accuracy line (`* accuracy: ...%`). An unfinished training run is simply
+# started again: the engine resumes from the checkpoints in its output dir.
+
+set -euo pipefail
+
+# A relative DATA or OUTPUT is taken from the caller's directory; the scripts then run from the repo root.
+lib_from_caller() {
+    case "$1" in
+        /*) echo "$1" ;;
+        *) echo "$PWD/$1" ;;
+    esac
+}
+if [ -n "${DATA:-}" ]; then DATA="$(lib_from_caller "$DATA")"; else DATA=./data; fi
+if [ -n "${OUTPUT:-}" ]; then OUTPUT="$(lib_from_caller "$OUTPUT")"; else OUTPUT=./output; fi
+
+LIB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$LIB_ROOT"
+
+PYTHON="${PYTHON:-python}"
+SOURCE="${SOURCE:-imagenet}"
+SUBS="${SUBS:-new all}"
+FORCE="${FORCE:-0}"
+
+lib_die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+# lib_setup TRAINER DEFAULT_CFG DEFAULT_LOADEP [CFG_DIR]
+# CFG and LOADEP from the environment win over the defaults; CFG_DIR defaults to TRAINER.
+# DEFAULT_LOADEP "-" means the method has no checkpoint to load (zero-shot).
+lib_setup() {
+    [ $# -ge 3 ] || lib_die "lib_setup needs TRAINER DEFAULT_CFG DEFAULT_LOADEP [CFG_DIR], got: $*"
+    TRAINER="$1"
+    CFG="${CFG:-$2}"
+    LIB_LOADEP_ENV="${LOADEP:-}"
+    LOADEP="${LOADEP:-$3}"
+    CFG_DIR="${4:-$TRAINER}"
+    CFG_FILE="configs/trainers/${CFG_DIR}/${CFG}.yaml"
+    [ -f "$CFG_FILE" ] || lib_die "trainer config $LIB_ROOT/$CFG_FILE not found (CFG=$CFG)"
+}
+
+# lib_opt KEY DEFAULT [KEY VALUE...]: value of the last KEY override among the pairs, else DEFAULT.
+lib_opt() {
+    local key="$1" value="$2"
+    shift 2
+    while [ $# -ge 2 ]; do
+        [ "$1" = "$key" ] && value="$2"
+        shift 2
+    done
+    echo "$value"
+}
+
+# lib_check_args NAME MIN "usage" ARGS...: positional count and KEY VALUE pairing.
+lib_check_args() {
+    local name="$1" npos="$2" usage="$3"
+    shift 3
+    [ $# -ge "$npos" ] || lib_die "usage: $name $usage [KEY VALUE ...]"
+    shift "$npos"
+    [ $(($# % 2)) -eq 0 ] || lib_die "$name: trailing config overrides must be KEY VALUE pairs, got: $*"
+}
+
+lib_dataset_cfg() {
+    local file="configs/datasets/$1.yaml"
+    [ -f "$file" ] || lib_die "dataset config $LIB_ROOT/$file not found (dataset '$1')"
+    echo "$file"
+}
+
+# lib_done DIR KIND: KIND is train or eval.
+lib_done() {
+    local log="$1/log.txt"
+    [ "$FORCE" = "1" ] && return 1
+    [ -f "$log" ] || return 1
+    if [ "$2" = "train" ]; then
+        grep -qx "Finish training" "$log"
+    else
+        grep -Eq '\* accuracy: [0-9.eE+-]+%' "$log"
+    fi
+}
+
+# lib_run KIND DIR DATASET SEED [train.py flags...] -- [KEY VALUE...]
+lib_run() {
+    local kind="$1" dir="$2" dataset="$3" seed="$4"
+    shift 4
+    local flags=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        flags+=("$1")
+        shift
+    done
+    [ $# -gt 0 ] && shift
+    local dataset_cfg
+    dataset_cfg="$(lib_dataset_cfg "$dataset")"
+    if lib_done "$dir" "$kind"; then
+        echo "Results are available in ${dir} (finished). Skip this job (FORCE=1 to rerun)"
+        return 0
+    fi
+    echo "Run this job and save the output to ${dir}"
+    "$PYTHON" train.py \
+        --root "$DATA" \
+        --seed "$seed" \
+        --trainer "$TRAINER" \
+        --dataset-config-file "$dataset_cfg" \
+        --config-file "$CFG_FILE" \
+        --output-dir "$dir" \
+        "${flags[@]}" \
+        "$@"
+}
+
+# lib_load_flags MODEL_DIR [KEY VALUE...]: sets LIB_LOAD to the eval-only flags that load the trained
+# checkpoint (an array, so paths may contain spaces).
+lib_load_flags() {
+    local model_dir="$1"
+    shift
+    LIB_LOAD=(--eval-only)
+    [ "$LOADEP" = "-" ] && return 0
+    [ -d "$model_dir" ] || lib_die "no trained model at $model_dir (run the matching training script first)"
+    # LOADEP "best" (BMIP's model selection) loads model-best.pth.tar whatever OPTIM.MAX_EPOCH says.
+    local epoch="$LIB_LOADEP_ENV"
+    if [ -z "$epoch" ]; then
+        if [ "$LOADEP" = best ]; then epoch=best; else epoch="$(lib_opt OPTIM.MAX_EPOCH "$LOADEP" "$@")"; fi
+    fi
+    if [ "$epoch" = best ]; then
+        LIB_LOAD+=(--model-dir "$model_dir" --best)
+    else
+        LIB_LOAD+=(--model-dir "$model_dir" --load-epoch "$epoch")
+    fi
+}
+
+lib_shots() {
+    lib_opt DATASET.NUM_SHOTS "${SHOTS:-16}" "$@"
+}
+
+# base2new_train <dataset> <seed> [KEY VALUE...]: train on the base classes (their test accuracy is
+# logged at the end). Zero-shot methods (LOADEP "-") have nothing to train: they evaluate the base classes.
+base2new_train() {
+    lib_check_args base2new_train 2 "<dataset> <seed>" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local shots
+    shots="$(lib_shots "$@")"
+    local dir="$OUTPUT/base2new/train_base/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    if [ "$LOADEP" = "-" ]; then
+        lib_run eval "$dir" "$dataset" "$seed" --eval-only -- \
+            DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES base "$@"
+    else
+        lib_run train "$dir" "$dataset" "$seed" -- \
+            DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES base "$@"
+    fi
+}
+
+# base2new_test <dataset> <seed> [KEY VALUE...]: evaluate the base-trained model on each label space in
+# SUBS (new classes, and all classes at once).
+base2new_test() {
+    lib_check_args base2new_test 2 "<dataset> <seed>" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local shots
+    shots="$(lib_shots "$@")"
+    local common="${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    local sub
+    lib_load_flags "$OUTPUT/base2new/train_base/${common}" "$@"
+    for sub in $SUBS; do
+        lib_run eval "$OUTPUT/base2new/test_${sub}/${common}" "$dataset" "$seed" "${LIB_LOAD[@]}" -- \
+            DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES "$sub" "$@"
+    done
+}
+
+# xd_train <dataset> <seed> [KEY VALUE...]: train on all classes of the source dataset (ImageNet in the
+# papers) for cross-dataset transfer and domain generalisation.
+xd_train() {
+    lib_check_args xd_train 2 "<dataset> <seed>" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local shots
+    shots="$(lib_shots "$@")"
+    lib_run train "$OUTPUT/${dataset}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$dataset" "$seed" -- \
+        DATASET.NUM_SHOTS "$shots" "$@"
+}
+
+# xd_test <dataset> <seed> [KEY VALUE...]: evaluate the SOURCE-trained model on all classes of <dataset>.
+# Domain generalisation is the same evaluation on the ImageNet variants (dg_test.sh).
+xd_test() {
+    lib_check_args xd_test 2 "<dataset> <seed>" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local shots
+    shots="$(lib_shots "$@")"
+    lib_load_flags "$OUTPUT/${SOURCE}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@"
+    lib_run eval "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${dataset}/seed${seed}" \
+        "$dataset" "$seed" "${LIB_LOAD[@]}" -- "$@"
+}
+
+# fewshot <dataset> <seed> <shots> [KEY VALUE...]: train and test on all classes with <shots> per class.
+fewshot() {
+    lib_check_args fewshot 3 "<dataset> <seed> <shots>" "$@"
+    local dataset="$1" seed="$2" shots="$3"
+    shift 3
+    lib_run train "$OUTPUT/fewshot/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" \
+        "$dataset" "$seed" -- DATASET.NUM_SHOTS "$shots" "$@"
+}
+
+# zeroshot <dataset> [KEY VALUE...]: evaluate without training on all classes.
+zeroshot() {
+    lib_check_args zeroshot 1 "<dataset>" "$@"
+    local dataset="$1"
+    shift
+    lib_run eval "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${dataset}" "$dataset" 1 --eval-only -- "$@"
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# PromptSRC cross-dataset evaluation of the SOURCE-trained model (SOURCE, default imagenet): xd_test.sh <dataset> <seed> [KEY VALUE...]
+# Data root from DATA (default ./data); see scripts/lib.sh for OUTPUT, CFG, LOADEP, SHOTS, SUBS.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# PromptSRC, official configs (GPA weights follow OPTIM.MAX_EPOCH; the test loads the last epoch).
+lib_setup PromptSRC vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets 20
+xd_test "$@"

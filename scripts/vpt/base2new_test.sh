@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# VPT base-to-new evaluation on new and all classes (SUBS): base2new_test.sh <dataset> <seed> [KEY VALUE...]
+# Data root from DATA (default ./data); see scripts/lib.sh for OUTPUT, CFG, LOADEP, SHOTS, SUBS.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# Deep vision prompting (MaPLe repo's VPT baseline); XD/DG reuse the base-to-new config on ImageNet.
+lib_setup VPT vit_b16_c2_ep5_batch4_4 5
+base2new_test "$@"

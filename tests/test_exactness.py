@@ -1,0 +1,154 @@
+"""The three speed optimisations leave outputs unchanged (float64, difference below 1e-12).
+
+Plain-CLIP trimming is covered in test_clip_model.py; here each optimisation is switched off and on in
+*prompted* models (deep text prompts, BMIP gates that read the trimmed sequences, per-batch evaluation)
+and logits plus prompt gradients are compared. The switches are the ones bench/ uses for its "before".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import clip
+from clip.model import Attention
+from prompting.bmip import BMIPPrompts, resolve_bmip_options
+from prompting.learners import CoupledPrompts, IndependentPrompts
+from prompting.model import PromptedCLIP
+
+CLASSES = ["cat", "sea lion", "annual crop land", "permanent crop land", "x"]
+TOL = 1e-12
+
+LEARNERS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
+    "maple": lambda m: CoupledPrompts(m, n_ctx=2, depth=9),
+    "ivlp": lambda m: IndependentPrompts(m, n_ctx_text=2, depth_text=9, n_ctx_vision=2, depth_vision=9),
+    "bmip_released": lambda m: BMIPPrompts(m, resolve_bmip_options("released")),
+    "bmip_paper": lambda m: BMIPPrompts(m, resolve_bmip_options("paper")),
+    "bmip_eot": lambda m: BMIPPrompts(m, resolve_bmip_options("paper", text_attn_query="eot")),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One intra-op thread: the machine is shared, and spinning OpenMP threads cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(name: str, seed: int = 0) -> PromptedCLIP:
+    backbone = clip.build_clip("random:tiny", seed=seed)
+    torch.manual_seed(seed)
+    model = PromptedCLIP(backbone, LEARNERS[name](backbone), CLASSES).double()
+    with torch.no_grad():  # move prompts off their init so gates and projections are not symmetric
+        for param in model.prompt_learner.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _logits_and_grads(model: PromptedCLIP, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.train()
+    model.zero_grad()
+    logits = model(images)
+    (logits.square().sum() + logits[:, 0].sum()).backward()
+    grads = [p.grad.clone() for p in model.prompt_learner.parameters() if p.grad is not None]
+    return logits.detach(), grads
+
+
+def _assert_close(a: tuple[torch.Tensor, list[torch.Tensor]], b: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+    assert (a[0] - b[0]).abs().max() < TOL
+    assert len(a[1]) == len(b[1]) > 0
+    for ga, gb in zip(a[1], b[1]):
+        assert (ga - gb).abs().max() < TOL * max(1.0, gb.abs().max().item())
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_text_trimming_is_exact_with_deep_prompts_and_gates(name):
+    model = _model(name)
+    images = _images(2, 1)
+    lengths: list[int] = []
+    model.clip.transformer.resblocks[0].register_forward_pre_hook(lambda m, a: lengths.append(a[0].shape[1]))
+    trimmed = _logits_and_grads(model, images)
+    model.clip.trim_text = False
+    full = _logits_and_grads(model, images)
+    longest = int(model.eot_indices.max()) + 1
+    assert lengths == [longest, 77] and longest < 20
+    _assert_close(trimmed, full)
+
+
+@pytest.mark.parametrize("name", ["maple", "bmip_released", "bmip_paper"])
+def test_cached_class_features_equal_per_batch_recompute(name):
+    model = _model(name)
+    batches = [_images(2, seed) for seed in (1, 2, 3)]
+    model.eval()
+    encodes = []
+    original = model.encode_text
+    model.encode_text = lambda plan: encodes.append(1) or original(plan)
+    with torch.no_grad():
+        cached = [model(b) for b in batches]
+        assert len(encodes) == 1
+        model.cache_text = False
+        model.clip.trim_text = False  # the official evaluation: untrimmed text tower for every batch
+        recomputed = [model(b) for b in batches]
+    assert len(encodes) == 1 + len(batches)
+    for c, r in zip(cached, recomputed):
+        assert (c - r).abs().max() < TOL
+
+
+def _count_full_projections(model: PromptedCLIP, images: torch.Tensor) -> int:
+    """How many vision blocks project a whole token sequence (probes included) in one forward pass."""
+    length = images.shape[-1] // 32 * (images.shape[-1] // 32) + 1 + model.prompt_learner.n_ctx
+    count = 0
+    original = Attention.qkv
+
+    def qkv(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nonlocal count
+        count += int(x.shape[1] == length and x.shape[2] == model.clip.vision_width)
+        return original(attn, x)
+
+    Attention.qkv = qkv
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        Attention.qkv = original
+    return count
+
+
+@pytest.mark.parametrize("name", ["bmip_released", "bmip_paper"])
+def test_gate_probe_projections_are_reused_exactly(name):
+    model = _model(name)
+    images = _images(3, 4)
+    reused = _logits_and_grads(model, images)
+    reused_projections = _count_full_projections(model, images)
+    model.reuse_probe_projections = False
+    fresh = _logits_and_grads(model, images)
+    fresh_projections = _count_full_projections(model, images)
+    _assert_close(reused, fresh)
+    probed_blocks = len(model.prompt_learner.vision_blocks)
+    vision_blocks = model.clip.vision_layers
+    # Unfused, the probe projects each gated block's input once more; reused, only the slot rows are.
+    assert fresh_projections == vision_blocks + probed_blocks
+    assert reused_projections == vision_blocks
+
+
+def test_block_accepts_spliced_projection_exactly():
+    block = clip.ResidualAttentionBlock(64, 4).double()
+    x = torch.randn(3, 10, 64, dtype=torch.float64)
+    y = x.clone()
+    y[:, 7:] = torch.randn(3, 3, 64, dtype=torch.float64)
+    spliced = block.project_rows(block.project(x), y, 7, 10)
+    assert (block(y, spliced) - block(y)).abs().max() < TOL
+    with block.memoize_projection() as memo:
+        block.attention_probs(x, slice(0, 7))
+        block.attention_probs(x, slice(0, 1))
+        assert list(memo) == [id(x)]
+    block.attention_probs(y)
+    assert list(memo) == [id(x)]  # outside the scope nothing is memoised

@@ -1,0 +1,131 @@
+"""Dassl-compatible result parser: ``python -m tools.parse_test_res <dir> [--test-log] [--ci95] ...``.
+
+Same flags, same reading rules and the same printed summary as the ``parse_test_res.py`` of CoOp and
+MaPLe, so their usage notes apply unchanged:
+
+- every non-hidden subdirectory of ``<dir>`` is one run (one seed) and must hold ``log.txt``;
+- numbers are read only from the line that equals the end signal onwards (``Finish training`` for
+  training logs, ``=> result`` with ``--test-log`` for eval-only logs), and the last match wins;
+- accuracies printed with one or two decimals both parse; the spread is the population std (ddof 0),
+  or ``1.96*std/sqrt(n)`` with ``--ci95``;
+- ``--multi-exp`` treats each subdirectory as one experiment (its subdirectories are the seeds).
+
+MaPLe's copy looks for ``Finished training``; ``--end-signal`` accepts any other end line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tools.metrics import summarize
+
+__all__ = ["TRAIN_END", "TEST_END", "metric_regex", "parse_log", "parse_directory", "main"]
+
+TRAIN_END = "Finish training"
+TEST_END = "=> result"
+
+
+def metric_regex(keyword: str) -> re.Pattern[str]:
+    """The Dassl pattern for one metric line, e.g. ``* accuracy: 81.2%``."""
+    return re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+
+
+def parse_log(
+    path: str | Path, end_signal: str = TRAIN_END, keywords: Sequence[str] = ("accuracy",)
+) -> dict[str, float]:
+    """Metrics of one ``log.txt``: values after the first end-signal line, the last match winning.
+
+    A missing file, or a log that never reached its end signal, gives an empty dict: the run is not
+    finished. Callers decide whether that is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    patterns = {kw: metric_regex(kw) for kw in keywords}
+    found: dict[str, float] = {}
+    started = False
+    with path.open(errors="replace") as f:
+        for raw in f:
+            line = raw.strip()
+            if line == end_signal:
+                started = True
+            if not started:
+                continue
+            for kw, pattern in patterns.items():
+                match = pattern.search(line)
+                if match:
+                    try:
+                        found[kw] = float(match.group(1))
+                    except ValueError:
+                        continue
+    return found
+
+
+def _run_dirs(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise SystemExit(f"parse_test_res: {directory} is not a directory (expected a folder of seed runs)")
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def parse_directory(
+    directory: str | Path,
+    end_signal: str = TRAIN_END,
+    keyword: str = "accuracy",
+    ci95: bool = False,
+    verbose: bool = True,
+) -> float:
+    """Print per-run values and their mean +- std for one experiment folder; return the mean."""
+    directory = Path(directory)
+    print(f"Parsing files in {directory}")
+    values = []
+    for run in _run_dirs(directory):
+        log = run / "log.txt"
+        if not log.is_file():
+            raise SystemExit(f"parse_test_res: {log} does not exist (every run folder must hold log.txt)")
+        found = parse_log(log, end_signal, (keyword,))
+        if keyword in found:
+            values.append(found[keyword])
+            if verbose:
+                print(f"file: {log}. {keyword}: {found[keyword]:.2f}%. ")
+    if not values:
+        raise SystemExit(f"parse_test_res: Nothing found in {directory} (end signal {end_signal!r})")
+    stat = summarize(values, ci95=ci95)
+    if verbose:
+        print("===")
+        print(f"Summary of directory: {directory}")
+        print(f"* {keyword}: {stat.mean:.2f}% +- {stat.std:.2f}%")
+        print("===")
+    return stat.mean
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=str, help="folder whose subfolders are runs (or experiments)")
+    parser.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval")
+    parser.add_argument("--test-log", action="store_true", help="eval-only logs: read from '=> result'")
+    parser.add_argument("--multi-exp", action="store_true", help="each subfolder is an experiment")
+    parser.add_argument("--keyword", default="accuracy", type=str, help="metric name, e.g. macro_f1")
+    parser.add_argument("--end-signal", default=None, help="override the end line (e.g. 'Finished training')")
+    args = parser.parse_args(argv)
+
+    end_signal = args.end_signal or (TEST_END if args.test_log else TRAIN_END)
+    directory = Path(args.directory)
+    if args.multi_exp:
+        means = [parse_directory(exp, end_signal, args.keyword, args.ci95) for exp in _run_dirs(directory)]
+        if not means:
+            raise SystemExit(f"parse_test_res: Nothing found in {directory} (no experiment folders)")
+        print("===")
+        print("Average performance")
+        print(f"* {args.keyword}: {sum(means) / len(means):.2f}%")
+        print("===")
+    else:
+        parse_directory(directory, end_signal, args.keyword, args.ci95)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

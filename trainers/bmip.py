@@ -1,0 +1,116 @@
+"""BMIP trainer (``TRAINER.BMIP`` + ``SHARE``): prompts from :mod:`prompting.bmip`, model selection on val.
+
+Epoch end (replaces the release's ``after_epoch``, docs/BMIP.md "Training flow"):
+
+* validation runs when ``TEST.FINAL_MODEL`` is ``best_val`` or early stopping is on
+  (``TRAIN.EARLY_STOPPING`` and ``TRAIN.PATIENT_COUNT`` > 0), so ``model-best.pth.tar`` exists when
+  ``after_train`` or ``base2new_test.sh`` load it;
+* as released: the patience counter resets on any gain over the best val accuracy, model-best is saved
+  for a gain of more than ``BEST_MIN_DELTA`` points, training may stop once ``EARLY_STOP_MIN_EPOCH``
+  epochs ran and ``PATIENT_COUNT`` epochs in a row brought no gain;
+* unlike the release, stopping really ends the epoch loop, and the stopped model is saved as
+  ``model.pth.tar-<epoch>`` before ``after_train`` evaluates the selected model;
+* ``VAL_REQUIRES_NO_TEST_EARLY True`` reproduces the release's gating on ``TEST.NO_TEST_EARLY``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from engine.engine import TRAINER_REGISTRY
+from prompting.bmip import BMIPOptions, BMIPPrompts, resolve_bmip_options
+
+from .base import DeepPromptTrainer
+
+__all__ = ["BMIP", "bmip_options_from_cfg"]
+
+_BEST_FILE = "model-best.pth.tar"
+
+
+def bmip_options_from_cfg(cfg: Any) -> BMIPOptions:
+    """Resolve ``TRAINER.BMIP`` + ``SHARE`` against ``TRAINER.BMIP.PRESET`` (set keys win)."""
+    b = cfg.TRAINER.BMIP
+    return resolve_bmip_options(
+        b.PRESET,
+        n_ctx=b.N_CTX,
+        depth=b.PROMPT_DEPTH,
+        ctx_init=b.CTX_INIT,
+        connect_method=b.CONNECT_METHOD,
+        text_attn_query=b.TEXT_ATTN_QUERY,
+        attn_reduce=b.ATTN_REDUCE,
+        text_depth_offset=b.TEXT_DEPTH_OFFSET,
+        first_vision_prompt=b.FIRST_VISION_PROMPT,
+        gate_act=b.GATE_ACT,
+        detach_attn=b.DETACH_ATTN,
+        add_mode=b.ADD_MODE,
+        share_visual=cfg.SHARE.SHARE_PARAMETER_VISUAL,
+        share_text=cfg.SHARE.SHARE_PARAMETER_TEXT,
+    )
+
+
+class _EarlyStop(Exception):
+    """Raised by ``after_epoch`` to leave the engine's epoch loop."""
+
+
+@TRAINER_REGISTRY.register()
+class BMIP(DeepPromptTrainer):
+    """Bi-directional modality interaction prompts; behaviour options per docs/BMIP.md."""
+
+    CFG_NAME = "BMIP"
+    MODEL_NAME = "MultiModalPromptLearner"
+
+    def __init__(self, cfg: Any) -> None:
+        self.no_improvement = 0  # epochs in a row without a val gain (early stopping)
+        super().__init__(cfg)
+
+    def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
+        options = bmip_options_from_cfg(self.cfg)
+        print(f"BMIP options: {options}")
+        return BMIPPrompts(clip_model, options)
+
+    # ---- model selection and early stopping ----------------------------------------------------------
+    def _validates(self) -> bool:
+        cfg = self.cfg
+        early = cfg.TRAIN.EARLY_STOPPING and cfg.TRAIN.PATIENT_COUNT > 0
+        if cfg.TRAINER.BMIP.VAL_REQUIRES_NO_TEST_EARLY:
+            return not cfg.TEST.NO_TEST_EARLY and cfg.TRAIN.PATIENT_COUNT != -1
+        best_val = cfg.TEST.FINAL_MODEL == "best_val" and not cfg.TEST.NO_TEST
+        return best_val or early
+
+    def after_epoch(self) -> None:
+        cfg = self.cfg
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = cfg.TRAIN.CHECKPOINT_FREQ
+        save = last_epoch or (freq > 0 and (self.epoch + 1) % freq == 0)
+        stop = False
+        if self._validates():
+            result = self.test(split="val")
+            if result > self.best_result:
+                self.no_improvement = 0
+            else:
+                self.no_improvement += 1
+            print(f"Epochs without val improvement: {self.no_improvement}")
+            if result > self.best_result + cfg.TRAINER.BMIP.BEST_MIN_DELTA:
+                self.best_result = result
+                self.save_model(self.epoch, self.output_dir, val_result=result, model_name=_BEST_FILE)
+            stop = (
+                cfg.TRAIN.EARLY_STOPPING
+                and cfg.TRAIN.PATIENT_COUNT > 0
+                and self.no_improvement >= cfg.TRAIN.PATIENT_COUNT
+                and self.epoch + 1 >= cfg.TRAINER.BMIP.EARLY_STOP_MIN_EPOCH
+                and not last_epoch
+            )
+        if save or stop:
+            self.save_model(self.epoch, self.output_dir)
+        if stop:
+            print(f"Early stopping after epoch {self.epoch + 1}/{self.max_epoch}")
+            raise _EarlyStop
+
+    def train(self) -> None:  # type: ignore[override]
+        """The engine's loop; an early stop skips the remaining epochs and goes on with ``after_train``."""
+        try:
+            super().train()
+        except _EarlyStop:
+            self.after_train()

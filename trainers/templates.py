@@ -1,0 +1,160 @@
+"""Text templates for zero-shot CLIP and for the frozen text teachers of PromptSRC-style methods.
+
+One module so every method that needs templates reads the same lists:
+
+* ``CUSTOM_TEMPLATES``: CoOp's hand-written template per dataset (keyed by ``DATASET.NAME``); the
+  "CLIP" row of every base-to-new table is zero-shot CLIP with these.
+* ``IMAGENET_TEMPLATES``: the 80 prompt-engineering templates of the CLIP paper, in CLIP's order.
+* ``IMAGENET_TEMPLATES_SELECT``: the 7 templates CLIP selected from those 80 (ZeroshotCLIP2's ensemble).
+* ``promptsrc_templates()``: the 60 templates PromptSRC averages its frozen text features over.
+"""
+
+from __future__ import annotations
+
+CUSTOM_TEMPLATES: dict[str, str] = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+    # The embedded test dataset (not in CoOp): digit images whose class names are the digits' names.
+    "Digits": "a photo of the digit {}.",
+}
+
+IMAGENET_TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+IMAGENET_TEMPLATES_SELECT: tuple[str, ...] = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+def dataset_template(dataset_name: str) -> str:
+    """CoOp's hand-written template for a dataset; a clear error for a dataset that has none."""
+    try:
+        return CUSTOM_TEMPLATES[dataset_name]
+    except KeyError:
+        known = ", ".join(sorted(CUSTOM_TEMPLATES))
+        raise KeyError(
+            f"DATASET.NAME {dataset_name!r} has no hand-written template in trainers/templates.py "
+            f"CUSTOM_TEMPLATES (known: {known}); add one there"
+        ) from None
+
+
+def ensemble_templates(dataset_name: str) -> list[str]:
+    """ZeroshotCLIP2's ensemble: CLIP's 7 selected templates, plus the dataset's own unless it is ImageNet.
+
+    Returns a new list each call (the official code appended to a shared module-level list, so the
+    ensemble grew with every instantiation).
+    """
+    templates = list(IMAGENET_TEMPLATES_SELECT)
+    if dataset_name != "ImageNet":
+        templates.append(dataset_template(dataset_name))
+    return templates
+
+
+def promptsrc_templates() -> list[str]:
+    """PromptSRC's 60 templates: CLIP's first 60, with ``a photo of a {}.`` moved to the front."""
+    first = "a photo of a {}."
+    return [first] + [t for t in IMAGENET_TEMPLATES[:60] if t != first]
+
+
+def fill(template: str, classnames: list[str]) -> list[str]:
+    """One prompt per class; underscores in class names become spaces, as in every official trainer."""
+    return [template.format(name.replace("_", " ")) for name in classnames]
