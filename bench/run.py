@@ -16,7 +16,8 @@ configurations interleaved (a noisy machine then slows every configuration alike
   build's own transient peak is excluded); ``torch.cuda.max_memory_allocated`` on GPU.
 
 On GPU it also counts FLOPs of the training step and reports TFLOP/s against ``--peak-tflops`` (or a
-known peak of the device). Writes ``<out>.json`` (every raw time) and ``<out>.txt`` (the table).
+known peak of the device). Writes ``<out>.json`` (every raw time) and ``<out>.txt`` (the table). On CPU
+the times are the process's CPU seconds (``--wall`` for wall clock), see :class:`Clock`.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration first")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--no-before", action="store_true", help="skip the un-optimised 'before' configurations")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU (0: torch's default)")
+    p.add_argument("--wall", action="store_true", help="on CPU, time wall clock instead of process CPU time")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off", help="autocast on GPU")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for the utilisation column")
@@ -70,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- timing --------------------------------------------------------------------------------------------
 class Clock:
-    """Wall-clock intervals that wait for the device first (CUDA kernels are asynchronous)."""
+    """Intervals of the measured work. On GPU: wall time after a device sync (kernels are asynchronous).
+    On CPU: the process's CPU time (all threads), unless ``WALL`` is set - on a shared machine other
+    processes stretch wall time by whatever they happen to run, while the CPU time of the work itself
+    stays put (with one intra-op thread it also contains no OpenMP spin-waiting)."""
+
+    WALL = False
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
@@ -79,7 +86,8 @@ class Clock:
     def now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
-        return time.perf_counter()
+            return time.perf_counter()
+        return time.perf_counter() if self.WALL else time.process_time()
 
     def lap(self) -> float:
         now = self.now()
@@ -331,11 +339,12 @@ def summarise(args: argparse.Namespace, cases: list[Case], memory: dict, flops: 
             base = _find(cases, "eval", ref, classes=n, mode="cached")
             if trainer != ref and cached and base:
                 ratios[f"eval {n} cls: {trainer} / {ref} per batch"] = cached.medians()["batch"] / base.medians()["batch"]
-        for backward, part in ((False, "fwd"), (True, "fwd_bwd")):
-            on = _find(cases, "text", trainer, trim=True, backward=backward)
-            off = _find(cases, "text", trainer, trim=False, backward=backward)
-            if on and off:
-                ratios[f"text {trainer} {part}: 77 tokens / trimmed"] = off.medians()[part] / on.medians()[part]
+        for n in args.classes:
+            for backward, part in ((False, "fwd"), (True, "fwd_bwd")):
+                on = _find(cases, "text", trainer, classes=n, trim=True, backward=backward)
+                off = _find(cases, "text", trainer, classes=n, trim=False, backward=backward)
+                if on and off:
+                    ratios[f"text {trainer} {n} cls {part}: 77 tokens / trimmed"] = off.medians()[part] / on.medians()[part]
     if len(memory) > 1 and ref in memory:
         key = "peak_mib" if "peak_mib" in memory[ref] else "peak_rss_mib"
         for trainer in args.trainers[1:]:
@@ -353,8 +362,10 @@ def summarise(args: argparse.Namespace, cases: list[Case], memory: dict, flops: 
 
 
 def table(summary: dict[str, Any]) -> str:
-    lines = [f"backbone {summary['args']['backbone']}  device {summary['args']['device']}  "
-             f"threads {summary['threads']}  repeats {summary['args']['repeats']} (medians)", ""]
+    args = summary["args"]
+    clock = "wall" if args["device"] != "cpu" or args["wall"] else "process CPU"
+    lines = [f"backbone {args['backbone']}  device {args['device']}  threads {summary['threads']}  "
+             f"repeats {args['repeats']} (medians of {clock} seconds)", ""]
     lines.append(f"{'section':<7} {'trainer':<12} {'configuration':<34} {'median':>9}  parts / throughput")
     for row in summary["cases"]:
         m = row["median_s"]
@@ -386,6 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    Clock.WALL = args.wall
     if args.memory_child:
         memory_child(args, device)
         return

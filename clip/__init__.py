@@ -1,6 +1,6 @@
 """One clean CLIP (OpenAI architecture) with per-block prompt hooks; see docs/CLIP.md."""
 
-from .factory import ARCHS, build_clip, build_model, load
+from .factory import ARCHS, build_clip, build_model, load, openai_layout
 from .model import (
     CLIP,
     PRECISIONS,
@@ -51,6 +51,7 @@ __all__ = [
     "encode",
     "image_transform",
     "load",
+    "openai_layout",
     "read_state_dict",
     "to_precision",
     "tokenize",

@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .model import CLIP
+from .model import CLIP, VisionTransformer
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
 from .transform import image_transform
 
@@ -40,8 +40,27 @@ ARCHS: dict[str, dict[str, Any]] = {
 _TEXT_DEFAULTS = dict(context_length=77, vocab_size=49408)
 
 
+def openai_layout(model: CLIP) -> CLIP:
+    """Make direct calls of the towers' ``transformer`` take and return OpenAI's (L, N, D) layout.
+
+    What the OpenAI-API entry points return, so CoOp-style code (``x.permute(1, 0, 2)`` ->
+    ``clip_model.transformer(x)`` -> ``permute`` back) computes what OpenAI's CLIP computes;
+    ``encode_image`` / ``encode_text`` / hooks are unaffected.
+    """
+    model.transformer.batch_first = False
+    if isinstance(model.visual, VisionTransformer):
+        model.visual.transformer.batch_first = False
+    return model
+
+
 def build_model(state_dict: dict[str, torch.Tensor]) -> CLIP:
-    """A CLIP whose shapes are inferred from an OpenAI-layout state dict, holding those weights in fp32.
+    """OpenAI-compatible ``clip.build_model``: the CLIP of an OpenAI-layout state dict, weights in fp32,
+    with OpenAI's (L, N, D) layout for direct ``transformer`` calls (:func:`openai_layout`)."""
+    return openai_layout(_from_state_dict(state_dict))
+
+
+def _from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIP:
+    """A batch-first CLIP whose shapes are inferred from an OpenAI-layout state dict, weights in fp32.
 
     Head counts follow OpenAI's rule (width // 64). The model is built on the meta device and the
     tensors are copied in (never aliasing the caller's), so no random initialisation is wasted on large
@@ -118,7 +137,7 @@ def build_clip(backbone: str, *, download_root: Optional[str] = None, seed: int 
     if backbone.startswith(RANDOM_PREFIX):
         return _build_random(backbone[len(RANDOM_PREFIX):], seed)
     path = _checkpoint_path(backbone, download_root)
-    model = build_model(read_state_dict(path))
+    model = _from_state_dict(read_state_dict(path))
     logger.info("Loaded CLIP backbone %s from %s", backbone, path)
     return model
 
@@ -131,10 +150,11 @@ def load(
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
     """OpenAI-compatible ``clip.load``: (fp32 model on ``device`` in eval mode, image preprocess).
 
-    Only the eager model exists here (hooks need it), so ``jit=True`` is refused rather than ignored.
+    As OpenAI's, direct ``transformer`` calls take (L, N, D) (:func:`openai_layout`). Only the eager
+    model exists here (hooks need it), so ``jit=True`` is refused rather than ignored.
     """
     if jit:
         raise ValueError("clip.load(jit=True) is not supported: this CLIP runs eagerly so hooks can act")
-    model = build_clip(name, download_root=download_root)
+    model = openai_layout(build_clip(name, download_root=download_root))
     return model.to(device), image_transform(model.image_resolution)
 

@@ -156,14 +156,17 @@ class ResidualAttentionBlock(nn.Module):
             raise ValueError(f"attention_probs expects x of shape (N, L, D), got {tuple(x.shape)}")
         length = x.shape[1]
         positions = torch.arange(length, device=x.device)
-        if query_rows is not None:
-            if isinstance(query_rows, list):
-                query_rows = torch.as_tensor(query_rows, dtype=torch.long, device=x.device)
-            positions = positions[query_rows]
+        if isinstance(query_rows, list):
+            query_rows = torch.as_tensor(query_rows, dtype=torch.long, device=x.device)
         q, k, _ = self._probe_projection(x)
-        q = q[:, :, positions]
+        if query_rows is not None:
+            positions = positions[query_rows]
+            q = q[:, :, query_rows]  # a view for slices, a gather for index tensors
         compute = torch.promote_types(x.dtype, torch.float32)
-        scores = (q.to(compute) @ k.to(compute).transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        # Scale the (Q, d) queries rather than the (Q, L) scores, and give the batched matmul contiguous
+        # operands: the probe runs once per gated block, so its cost shows in BMIP's step time.
+        q = (q.to(compute) / math.sqrt(q.shape[-1])).contiguous()
+        scores = q @ k.to(compute).transpose(-2, -1).contiguous()
         if self.causal:
             above = positions[:, None] < torch.arange(length, device=x.device)[None, :]
             scores = scores.masked_fill(above, float("-inf"))
@@ -171,17 +174,28 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of blocks; the hook runs before every block and may replace the tokens."""
+    """A stack of blocks; the hook runs before every block and may replace the tokens.
 
-    def __init__(self, width: int, layers: int, heads: int, causal: bool = False) -> None:
+    ``batch_first`` is the layout a plain call ``transformer(x)`` takes and returns: True (N, L, D), as
+    set by ``build_clip``, or False (L, N, D), OpenAI's layout, as set by the OpenAI-API loaders
+    (``clip.load``, ``clip.build_model``) so that code which permutes to LND around the call (CoOp's
+    ``TextEncoder``) gives the right features. The towers pass ``batch_first=True`` explicitly, so the
+    attribute concerns direct callers only; blocks and hooks always see batch-first tokens.
+    """
+
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False, batch_first: bool = True) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
+        self.batch_first = batch_first
         self.resblocks = nn.Sequential(
             *[ResidualAttentionBlock(width, heads, causal=causal) for _ in range(layers)]
         )
 
-    def forward(self, x: Tensor, hook: Optional[Hook] = None) -> Tensor:
+    def forward(self, x: Tensor, hook: Optional[Hook] = None, batch_first: Optional[bool] = None) -> Tensor:
+        """Run the blocks on ``x`` laid out as ``batch_first`` says (None: the ``batch_first`` attribute)."""
+        if not (self.batch_first if batch_first is None else batch_first):
+            return self.forward(x.permute(1, 0, 2), hook, batch_first=True).permute(1, 0, 2)
         for index, block in enumerate(self.resblocks):
             replaced = None if hook is None else hook(index, x, block)
             if isinstance(replaced, BlockInput):
@@ -237,7 +251,7 @@ class VisionTransformer(nn.Module):
         return prompts.to(x.dtype)
 
     def forward(self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
-        x = self.transformer(self.embed(x, prompts), hook)
+        x = self.transformer(self.embed(x, prompts), hook, batch_first=True)
         return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype)
 
 
@@ -450,7 +464,7 @@ class CLIP(nn.Module):
         trim = self.trim_text if trim is None else trim
         if trim:
             x = x[:, : int(eot_indices.max()) + 1]
-        x = self.ln_final(self.transformer(x, hook))
+        x = self.ln_final(self.transformer(x, hook, batch_first=True))
         rows = torch.arange(x.shape[0], device=x.device)
         return x[rows, eot_indices] @ self.text_projection.to(x.dtype)
 
@@ -462,7 +476,7 @@ class CLIP(nn.Module):
         return logits_per_image, logits_per_image.t()
 
 
-PRECISIONS = ("fp16", "fp32", "amp")
+PRECISIONS = ("fp16", "fp32", "amp", "amp_bf16")
 
 
 def to_precision(model: CLIP, prec: str) -> CLIP:
@@ -470,7 +484,8 @@ def to_precision(model: CLIP, prec: str) -> CLIP:
 
     ``fp16`` halves what OpenAI's released weights store in fp16 (conv/linear/attention weights and the
     two projections); LayerNorm/BatchNorm, embeddings and ``logit_scale`` stay fp32 and are cast on use.
-    ``fp32`` and ``amp`` keep fp32 weights (``amp`` means the trainer wraps forward in autocast).
+    ``fp32``, ``amp`` and ``amp_bf16`` keep fp32 weights (the two ``amp`` choices mean the trainer wraps
+    the training forward in fp16 / bf16 autocast, ``trainers.base.autocast_context``).
     """
     if prec not in PRECISIONS:
         raise ValueError(f"precision {prec!r} is not one of {PRECISIONS}")

@@ -58,6 +58,13 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path("~/.cache/clip").expanduser()
 
 
+class WeightsUnavailableError(OSError, RuntimeError):
+    """CLIP weights that cannot be had: offline without the file, a bad checksum, an unreadable file.
+
+    An ``OSError`` so that ``train.py`` reports it as one line, a ``RuntimeError`` as OpenAI's loader raised.
+    """
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -76,7 +83,7 @@ def _download(url: str, root: Optional[str | os.PathLike] = None) -> str:
     expected = url.split("/")[-2]
     target = root_dir / os.path.basename(url)
     if target.exists() and not target.is_file():
-        raise RuntimeError(f"{target} exists and is not a regular file")
+        raise WeightsUnavailableError(f"{target} exists and is not a regular file")
     if target.is_file():
         if _sha256(target) == expected:
             return str(target)
@@ -90,14 +97,14 @@ def _download(url: str, root: Optional[str | os.PathLike] = None) -> str:
             shutil.copyfileobj(source, output, length=1 << 20)
     except (urllib.error.URLError, OSError) as error:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"could not download the CLIP checkpoint ({error}). Without network access, place the file "
             f"{target.name} at {target} (get it from {url}), or set {CACHE_ENV_VAR} to the folder that holds it"
         ) from error
     actual = _sha256(tmp)
     if actual != expected:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"sha256 of the file downloaded from {url} is {actual}, expected {expected}")
+        raise WeightsUnavailableError(f"sha256 of the file downloaded from {url} is {actual}, expected {expected}")
     tmp.replace(target)
     return str(target)
 
@@ -123,11 +130,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise RuntimeError(
+            raise WeightsUnavailableError(
                 f"{path} is neither a TorchScript archive nor a torch.save'd state dict ({error})"
             ) from error
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise RuntimeError(f"{path} does not hold a CLIP state dict (a mapping of names to tensors)")
+        raise WeightsUnavailableError(f"{path} does not hold a CLIP state dict (a mapping of names to tensors)")
     return state_dict

@@ -1,4 +1,5 @@
-"""OpenAI-semantics tokenizer on top of open_clip's byte-level BPE (which ships the vocabulary file)."""
+"""OpenAI-semantics ``tokenize`` / ``encode`` on :class:`clip.simple_tokenizer.SimpleTokenizer` (open_clip's
+byte-level BPE, which ships the vocabulary file, with OpenAI's special-token names)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from functools import lru_cache
 from typing import Union
 
 import torch
-from open_clip.tokenizer import SimpleTokenizer
+
+from .simple_tokenizer import SimpleTokenizer
 
 
 @lru_cache(maxsize=1)

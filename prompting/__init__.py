@@ -10,7 +10,7 @@
 
 from .bmip import BMIPOptions, BMIPPrompts, resolve_bmip_options
 from .deep import FixedPrompt, PromptPlan, SlotView, deep_blocks, prompt_hook
-from .interaction import GatedMix, SlotAttention
+from .interaction import GatedMix, GateMonitor, SlotAttention
 from .learners import CoupledPrompts, IndependentPrompts
 from .model import PromptedCLIP
 from .text import ClassPrompts, assemble_prompts, init_context, tokenize_class_prompts
@@ -21,6 +21,7 @@ __all__ = [
     "ClassPrompts",
     "CoupledPrompts",
     "FixedPrompt",
+    "GateMonitor",
     "GatedMix",
     "IndependentPrompts",
     "PromptPlan",

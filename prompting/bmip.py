@@ -23,8 +23,10 @@ from torch import Tensor, nn
 from .deep import FixedPrompt, LayerPrompt, PromptPlan, deep_blocks
 from .interaction import (
     ATTN_REDUCE,
+    GATE_TAG,
     TEXT_QUERIES,
     GatedMix,
+    GateMonitor,
     SlotAttention,
     combine_add,
     combine_attention,
@@ -194,6 +196,29 @@ class BMIPPrompts(nn.Module):
             text_query=o.text_attn_query, reduce=o.attn_reduce, detach=o.detach_attn,
             skip_zero_probe=skip_zero_probe,
         )
+        # Set by the trainer for the training steps of an epoch: records every applied mixing weight.
+        self.gate_monitor: Optional[GateMonitor] = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether the layers mix through gates (CONNECT_METHOD "None"), i.e. there are weights to log."""
+        return hasattr(self, "gates_v")
+
+    def gate_scalars(self, monitor: Optional[GateMonitor] = None) -> dict[str, float]:
+        """TensorBoard scalars (tags :data:`~prompting.interaction.GATE_TAG`): every gate's weight and
+        bias and, from ``monitor``, the mean applied weight of every slot."""
+        scalars: dict[str, float] = {}
+        if not self.gated:
+            return scalars
+        towers = (("vision", self.vision_blocks, self.gates_v), ("text", self.text_blocks, self.gates_t))
+        for tower, blocks, gates in towers:
+            for block, gate in zip(blocks, gates):
+                scalars[GATE_TAG.format(tower=tower, block=block, leaf="weight")] = gate.weight.item()
+                scalars[GATE_TAG.format(tower=tower, block=block, leaf="bias")] = gate.bias.item()
+        for (tower, block), means in (monitor.means() if monitor is not None else {}).items():
+            for slot, value in enumerate(means):
+                scalars[GATE_TAG.format(tower=tower, block=block, leaf=f"slot{slot}")] = value
+        return scalars
 
     # ---- prompt lists ---------------------------------------------------------------------------
     def own_vision(self, k: int) -> Tensor:
@@ -225,9 +250,13 @@ class BMIPPrompts(nn.Module):
             return combine_attention(own, foreign)
         return combine_joint(own, foreign, foreign_first=foreign_first)
 
-    def _layer(self, own: Tensor, foreign: Tensor, gates: Optional[nn.ModuleList], i: int, text: bool) -> LayerPrompt:
+    def _layer(
+        self, own: Tensor, foreign: Tensor, gates: Optional[nn.ModuleList], i: int, block: int, text: bool
+    ) -> LayerPrompt:
         if gates is not None:
-            return GatedMix(own, foreign, gates[i], self.attention, self.options.gate_act)
+            monitor = self.gate_monitor
+            record = None if monitor is None else monitor.recorder("text" if text else "vision", block)
+            return GatedMix(own, foreign, gates[i], self.attention, self.options.gate_act, on_weights=record)
         # Released Joint: text slots hold [foreign; own], vision slots [own; foreign].
         return FixedPrompt(self._combine(own, foreign, foreign_first=text))
 
@@ -245,8 +274,10 @@ class BMIPPrompts(nn.Module):
         gates_v = getattr(self, "gates_v", None)
         gates_t = getattr(self, "gates_t", None)
         for i, block in enumerate(self.vision_blocks):
-            plan.vision_layers[block] = self._layer(self.own_vision(i), self.foreign_vision(i), gates_v, i, False)
+            plan.vision_layers[block] = self._layer(
+                self.own_vision(i), self.foreign_vision(i), gates_v, i, block, text=False
+            )
         for i, block in enumerate(self.text_blocks):
             own = self.compound_prompts_text[i]
-            plan.text_layers[block] = self._layer(own, self.foreign_text(i), gates_t, i, True)
+            plan.text_layers[block] = self._layer(own, self.foreign_text(i), gates_t, i, block, text=True)
         return plan

@@ -14,7 +14,10 @@ prompt (the other modality's tokens mapped into this tower's width by a projecti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +29,9 @@ from .deep import SlotView
 __all__ = [
     "ATTN_REDUCE",
     "GATE_ACTIVATIONS",
+    "GATE_TAG",
     "TEXT_QUERIES",
+    "GateMonitor",
     "GatedMix",
     "SlotAttention",
     "combine_add",
@@ -38,6 +43,9 @@ __all__ = [
 TEXT_QUERIES = ("sos", "eot", "mean_valid")
 ATTN_REDUCE = ("batch_mean", "per_sample")
 GATE_ACTIVATIONS = ("sigmoid", "none")
+# TensorBoard tag of a gate scalar; ``leaf`` is ``slot<i>`` (applied w), ``weight`` or ``bias``.
+# tools/plot_gates.py parses these tags.
+GATE_TAG = "gates/{tower}/block{block}/{leaf}"
 
 
 @dataclass
@@ -103,6 +111,8 @@ class GatedMix:
     gate: nn.Linear  # Linear(1, 1)
     attention: SlotAttention
     activation: str = "sigmoid"
+    # Called with the detached weights of every resolve (GateMonitor.recorder): what was really applied.
+    on_weights: Optional[Callable[[Tensor], None]] = None
 
     @property
     def n_slots(self) -> int:
@@ -115,8 +125,40 @@ class GatedMix:
         return torch.sigmoid(w) if self.activation == "sigmoid" else w
 
     def resolve(self, x: Tensor, block: ResidualAttentionBlock, slots: SlotView) -> Tensor:
-        w = self.weights(x, block, slots).unsqueeze(-1)
+        w = self.weights(x, block, slots)
+        if self.on_weights is not None:
+            self.on_weights(w.detach())
+        w = w.unsqueeze(-1)
         return w * self.own + (1 - w) * self.foreign
+
+
+class GateMonitor:
+    """Mean of the mixing weights the gates applied, per (tower, block) and slot, over forward passes.
+
+    ``w`` depends on the attention of each batch, so the gate parameters alone do not say what was
+    mixed; the trainer attaches a monitor for one epoch of training steps and logs :meth:`means`.
+    Each pass contributes the mean over its sequences (``per_sample`` gates give one ``w`` per
+    sequence); sums stay on the tensors' device until :meth:`means`, so recording costs no sync.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[str, int], Tensor] = {}
+        self._counts: dict[tuple[str, int], int] = {}
+
+    def recorder(self, tower: str, block: int) -> Callable[[Tensor], None]:
+        """The ``GatedMix.on_weights`` callback of ``tower``'s block ``block``."""
+        return partial(self.record, tower, block)
+
+    def record(self, tower: str, block: int, weights: Tensor) -> None:
+        """Add one pass's weights, (m,) or (N, m)."""
+        per_slot = weights.detach().float().reshape(-1, weights.shape[-1]).mean(dim=0)
+        key = (tower, block)
+        self._sums[key] = self._sums[key] + per_slot if key in self._sums else per_slot
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def means(self) -> dict[tuple[str, int], list[float]]:
+        """Per (tower, block): the mean weight of every slot over the recorded passes."""
+        return {key: (total / self._counts[key]).tolist() for key, total in sorted(self._sums.items())}
 
 
 def combine_add(own: Tensor, foreign: Tensor) -> Tensor:

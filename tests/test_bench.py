@@ -33,7 +33,7 @@ def test_bench_writes_every_section_and_the_same_run_ratios(tmp_path):
     assert set(summary["cases"][0]["median_s"]) == {"forward", "backward", "optimizer", "step"}
     ratios = summary["ratios"]
     for key in ("train 2 cls: BMIP / MaPLe", "eval 3 cls: BMIP / MaPLe per batch",
-                "eval BMIP 3 cls: cached / recompute images/s", "text MaPLe fwd: 77 tokens / trimmed",
+                "eval BMIP 3 cls: cached / recompute images/s", "text MaPLe 2 cls fwd: 77 tokens / trimmed",
                 "train MaPLe 2 cls: untrimmed / trimmed"):
         assert ratios[key] > 0
     table = out.with_suffix(".txt").read_text()

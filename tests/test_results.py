@@ -135,7 +135,7 @@ def test_collect_maps_runs_to_keys_and_lists_missing(tmp_path):
     assert res.open_world_average("MaPLe", ["EuroSAT"])["hm"].stat is None  # incomplete -> no average
 
 
-@pytest.mark.parametrize("number", [1, 2, 3, 5])
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 5])
 def test_paper_tables_plan_onto_the_real_scripts_and_configs(project_root, tmp_path, number):
     jobs = plan.table_jobs(plan.TABLES[number], [1, 2], tmp_path)
     tdef = plan.TABLES[number]
@@ -155,3 +155,17 @@ def test_paper_tables_plan_onto_the_real_scripts_and_configs(project_root, tmp_p
     else:
         assert len(jobs) == datasets * (2 * len(trained) + ("CLIP" in tdef.methods))
         assert all([s.paradigm for s in j.steps] == ["base", "new", "all"] for j in jobs)
+
+
+def test_result_tools_do_not_import_torch(project_root):
+    """tools/__init__.py promises that tables, parsing, planning and sweeps run on machines without torch."""
+    import subprocess
+    import sys
+
+    modules = ["tables", "parse_test_res", "plan", "results", "metrics", "sweep", "layout"]
+    code = "import sys\n" + "".join(f"import tools.{m}\n" for m in modules) + (
+        "loaded = sorted(m for m in ('torch', 'engine', 'clip', 'prompting') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=project_root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,5 +1,12 @@
-"""Result parsing, the paper's tables and the sweep runner.
+"""Result parsing, the paper's tables and the sweep runner, plus a few model-side tools.
 
 Run the command-line tools from the repository root as modules, e.g. ``python -m tools.tables 1``.
-Nothing here imports torch: collecting results and printing tables works on any machine.
+
+No torch: ``tables``, ``parse_test_res``, ``plan``, ``results``, ``metrics``, ``sweep`` and ``layout``
+import neither torch nor the project's engine, so collecting results, printing tables and planning or
+running sweeps work on any machine with numpy and tabulate (``tests/test_results.py`` checks it).
+
+With torch: ``check_data`` (builds the dataset readers of the engine), ``convert_official`` (reads
+official checkpoints) and ``plot_gates`` (torch only for ``--source checkpoints`` or its fallback to
+the checkpoints; TensorBoard events need only the tensorboard package).
 """

@@ -1,21 +1,30 @@
-"""Plot what BMIP's gates learned: the mixing weight of every prompted block, vision and text, per epoch.
+"""Plot what BMIP's gates did: the mixing weight of every prompted block and slot, vision and text, per epoch.
 
-    python -m tools.plot_gates RUN_DIR [--out PREFIX] [--attention A] [--gate-act sigmoid|none]
+    python -m tools.plot_gates RUN_DIR [--out PREFIX] [--source auto|tensorboard|checkpoints]
+                                       [--attention A] [--gate-act sigmoid|none]
 
 BMIP mixes a block's own prompt with the other modality's projected prompt as ``w * own + (1 - w) * foreign``
 with ``w = act(gate(a))``: ``gate`` is the block's Linear(1, 1), ``a`` the attention the block's other
-tokens pay to the prompt slot (prompting/interaction.py). The tool reads the gate parameters from every
-checkpoint of the run (``<model name>/model.pth.tar-<epoch>``; ``model-best.pth.tar`` when it is the only
-one) and draws ``w`` at the attention value ``--attention`` (default 0). With the released options the
-text gates see exactly 0 (the SOS row cannot see the slots under the causal mask), so there the plotted
-``w`` is the applied one; vision slots receive attention of the order of 1/tokens, so ``a = 0`` is a
-close reading unless a gate's weight grew large. ``w`` near 1 keeps the block's own prompt, near 0 takes
-the other modality's.
+tokens pay to the prompt slot (prompting/interaction.py). ``w`` near 1 keeps the block's own prompt, near
+0 takes the other modality's. Two sources, ``--source auto`` (default) takes the first that exists:
 
-Output: ``PREFIX.png`` and ``PREFIX.pdf`` (default ``RUN_DIR/gates``): left, ``w`` per block over the
-saved epochs; right, ``w`` per block at the last saved epoch. One line per epoch needs a checkpoint per
-epoch: train with ``TRAIN.CHECKPOINT_FREQ 1`` (the default 0 keeps only the last epoch). The gate
-activation is read from the run's ``log.txt`` (``BMIP options: ...``); ``--gate-act`` overrides it.
+* ``tensorboard``: the scalars ``gates/<tower>/block<b>/slot<i>`` the trainers write after every epoch
+  (``RUN_DIR/tensorboard``; trainers/base.py) - the ``w`` the forward passes really applied, per slot,
+  averaged over the epoch's training steps. Every epoch is there, whatever ``TRAIN.CHECKPOINT_FREQ``.
+* ``checkpoints``: the gate parameters of every checkpoint (``<model name>/model.pth.tar-<epoch>``;
+  ``model-best.pth.tar`` when it is the only one), with ``w`` drawn at the attention value ``--attention``
+  (default 0) for all slots. With the released options the text gates see exactly 0 (the SOS row cannot
+  see the slots under the causal mask), so there this is the applied ``w``; vision slots receive
+  attention of the order of 1/tokens, so ``a = 0`` is a close reading unless a gate's weight grew large.
+  One point per epoch needs a checkpoint per epoch (``TRAIN.CHECKPOINT_FREQ 1``). This is the way for
+  runs without TensorBoard events (tensorboard not installed, or runs older than the gate scalars).
+
+Output: ``PREFIX.png`` and ``PREFIX.pdf`` (default ``RUN_DIR/gates``): left, ``w`` per block (and slot)
+over the epochs; right, ``w`` per block at the last epoch. The gate activation (which fixes the y range,
+and ``w`` for checkpoints) is read from the run's ``log.txt`` (``BMIP options: ...``); ``--gate-act``
+overrides it.
+
+Only matplotlib, tensorboard (for the events) and, for checkpoints, torch are imported, each when needed.
 """
 
 from __future__ import annotations
@@ -28,10 +37,24 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["GateHistory", "find_gate_checkpoints", "gate_weight", "main", "plot_gates", "read_gate_history"]
+__all__ = [
+    "GateCurves",
+    "GateHistory",
+    "curves_from_checkpoints",
+    "find_gate_checkpoints",
+    "gate_weight",
+    "main",
+    "plot_gates",
+    "read_gate_curves",
+    "read_gate_history",
+    "read_tensorboard_curves",
+]
 
 SIDES = ("vision", "text")
+SOURCES = ("auto", "tensorboard", "checkpoints")
+TENSORBOARD_DIR = "tensorboard"  # the engine's writer folder under OUTPUT_DIR
 _GATE_KEY = re.compile(r"(?:^|\.)gates_([vt])\.(\d+)\.(weight|bias)$")
+_SLOT_TAG = re.compile(r"^gates/(vision|text)/block(\d+)/slot(\d+)$")  # prompting.interaction.GATE_TAG
 _CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
 _BEST = "model-best.pth.tar"
 _GATE_ACT_IN_LOG = re.compile(r"BMIP options: .*gate_act='(\w+)'")
@@ -52,6 +75,19 @@ class GateHistory:
         return sorted({e for side in self.params.values() for e in side})
 
 
+@dataclass
+class GateCurves:
+    """What the figure shows: ``values[side][epoch][block]`` = ``w`` per slot (one entry: all slots)."""
+
+    source: str  # where the values come from, for the title and the printout
+    ylabel: str
+    values: dict[str, dict[int, dict[int, list[float]]]]
+
+    @property
+    def epochs(self) -> list[int]:
+        return sorted({e for side in self.values.values() for e in side})
+
+
 def gate_weight(weight: float, bias: float, attention: float, activation: str) -> float:
     """The mixing weight ``w`` of the own prompt that a gate gives for attention ``attention``."""
     z = weight * attention + bias
@@ -62,6 +98,7 @@ def gate_weight(weight: float, bias: float, attention: float, activation: str) -
     raise ValueError(f"gate activation must be 'sigmoid' or 'none', got {activation!r}")
 
 
+# ---- checkpoints -------------------------------------------------------------------------------------
 def _gates_of(state_dict: dict) -> dict[str, list[tuple[float, float]]]:
     found: dict[str, dict[int, dict[str, float]]] = {"vision": {}, "text": {}}
     for key, tensor in state_dict.items():
@@ -120,6 +157,86 @@ def read_gate_history(run_dir: str, allow_pickle: bool = False) -> GateHistory:
     return GateHistory(model_dir=model_dir, params=params)
 
 
+def curves_from_checkpoints(history: GateHistory, attention: float, activation: str) -> GateCurves:
+    """``w`` of every gate of every checkpoint at attention ``attention`` (gate ``k`` -> block ``k + 1``)."""
+    values = {
+        side: {
+            epoch: {k + 1: [gate_weight(w, b, attention, activation)] for k, (w, b) in enumerate(gates)}
+            for epoch, gates in per_epoch.items()
+        }
+        for side, per_epoch in history.params.items()
+    }
+    return GateCurves(f"checkpoints of {history.model_dir}", f"w (own prompt) at attention={attention:g}", values)
+
+
+# ---- tensorboard ---------------------------------------------------------------------------------------
+def read_tensorboard_curves(run_dir: str) -> GateCurves | None:
+    """The applied ``w`` per epoch, block and slot from ``RUN_DIR/tensorboard``; None without gate scalars.
+
+    A resumed run appends event files; for an epoch logged twice the later value wins.
+    """
+    directory = os.path.join(run_dir, TENSORBOARD_DIR)
+    if not os.path.isdir(directory):
+        return None
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(directory, size_guidance={SCALARS: 0})  # 0: keep every event
+    events.Reload()
+    found: dict[str, dict[int, dict[int, dict[int, float]]]] = {side: {} for side in SIDES}
+    for tag in events.Tags()["scalars"]:
+        match = _SLOT_TAG.match(tag)
+        if match is None:
+            continue
+        side, block, slot = match.group(1), int(match.group(2)), int(match.group(3))
+        for event in events.Scalars(tag):
+            found[side].setdefault(event.step, {}).setdefault(block, {})[slot] = event.value
+    if not any(found.values()):
+        return None
+    values = {
+        side: {
+            epoch: {block: [slots[i] for i in sorted(slots)] for block, slots in sorted(blocks.items())}
+            for epoch, blocks in per_epoch.items()
+        }
+        for side, per_epoch in found.items()
+    }
+    return GateCurves(
+        f"TensorBoard events in {directory}", "w (own prompt) applied, mean over the epoch's steps", values
+    )
+
+
+def read_gate_curves(
+    run_dir: str,
+    source: str = "auto",
+    attention: float = 0.0,
+    activation: str = "sigmoid",
+    allow_pickle: bool = False,
+) -> GateCurves:
+    """The curves of ``source``; ``auto`` reads the TensorBoard scalars and falls back to the checkpoints."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"Run directory {run_dir} does not exist")
+    if source != "checkpoints":
+        try:
+            curves = read_tensorboard_curves(run_dir)
+        except ImportError as error:
+            if source == "tensorboard":
+                raise ImportError(
+                    "--source tensorboard needs the tensorboard package (pip install tensorboard)"
+                ) from error
+            print("Note: tensorboard is not installed; reading the gates from the checkpoints")
+            curves = None
+        if curves is not None:
+            return curves
+        if source == "tensorboard":
+            raise FileNotFoundError(
+                f"No gate scalars (gates/<tower>/block<b>/slot<i>) in {os.path.join(run_dir, TENSORBOARD_DIR)}; "
+                "use --source checkpoints for runs without them"
+            )
+    history = read_gate_history(run_dir, allow_pickle=allow_pickle)
+    return curves_from_checkpoints(history, attention, activation)
+
+
 def gate_activation_from_log(run_dir: str) -> str | None:
     """The ``gate_act`` the BMIP trainer printed into ``log.txt``, if any."""
     log = os.path.join(run_dir, "log.txt")
@@ -133,7 +250,11 @@ def gate_activation_from_log(run_dir: str) -> str | None:
     return None
 
 
-def plot_gates(history: GateHistory, out_prefix: str, attention: float = 0.0, activation: str = "sigmoid") -> list[str]:
+# ---- figure --------------------------------------------------------------------------------------------
+_SLOT_STYLES = ("-", "--", ":", "-.")
+
+
+def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid") -> list[str]:
     """Draw the two panels per side and write ``out_prefix``.png and .pdf; returns the written paths."""
     import matplotlib
 
@@ -141,36 +262,44 @@ def plot_gates(history: GateHistory, out_prefix: str, attention: float = 0.0, ac
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs = history.epochs
+    epochs = curves.epochs
     last = epochs[-1]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False, constrained_layout=True)
     for row, side in enumerate(SIDES):
-        per_epoch = history.params[side]
-        n_gates = len(per_epoch.get(last, []))
+        per_epoch = curves.values[side]
+        final_blocks = per_epoch.get(last, {})
+        blocks = sorted(final_blocks)
         over, final = axes[row]
-        cmap = plt.get_cmap("viridis", max(n_gates, 2))
-        for k in range(n_gates):
-            values = [gate_weight(*per_epoch[e][k], attention, activation) for e in epochs]
-            over.plot(epochs, values, marker="o", color=cmap(k), label=f"block {k + 1}")
-        final_values = [gate_weight(w, b, attention, activation) for w, b in per_epoch.get(last, [])]
-        final.bar([k + 1 for k in range(n_gates)], final_values, color=[cmap(k) for k in range(n_gates)])
+        cmap = plt.get_cmap("viridis", max(len(blocks), 2))
+        for i, block in enumerate(blocks):
+            n_slots = len(final_blocks[block])
+            for slot in range(n_slots):
+                shown = [e for e in epochs if block in per_epoch.get(e, {})]
+                label = f"block {block}" + (f" slot {slot}" if n_slots > 1 else "")
+                over.plot(
+                    shown, [per_epoch[e][block][slot] for e in shown], marker="o", markersize=3,
+                    color=cmap(i), linestyle=_SLOT_STYLES[slot % len(_SLOT_STYLES)], label=label,
+                )  # fmt: skip
+            width = 0.8 / n_slots
+            for slot, value in enumerate(final_blocks[block]):
+                final.bar(block - 0.4 + width * (slot + 0.5), value, width=width, color=cmap(i))
         over.set_title(f"{side} tower: w over training")
         over.set_xlabel("epoch")
         over.xaxis.set_major_locator(MaxNLocator(integer=True))
-        over.set_ylabel(f"w (own prompt), attention={attention:g}")
+        over.set_ylabel(curves.ylabel, fontsize="small")
         final.set_title(f"{side} tower: w at epoch {last}")
-        final.set_xlabel("block")
+        final.set_xlabel("block (bars: slots)")
         final.set_ylabel("w (own prompt)")
-        if n_gates:
-            final.set_xticks(range(1, n_gates + 1))
-            over.legend(fontsize="small", ncol=2)
+        if blocks:
+            final.set_xticks(blocks)
+            over.legend(fontsize="x-small", ncol=2)
         else:
             for ax in (over, final):
                 ax.text(0.5, 0.5, "no gates", ha="center", va="center", transform=ax.transAxes)
         if activation == "sigmoid":
             for ax in (over, final):
                 ax.set_ylim(0, 1)
-    fig.suptitle(f"BMIP gates ({activation}): {history.model_dir}", fontsize="medium")
+    fig.suptitle(f"BMIP gates ({activation}): {curves.source}", fontsize="medium")
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     written = []
     for ext in ("png", "pdf"):
@@ -185,20 +314,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="OUTPUT_DIR of a BMIP run")
     parser.add_argument("--out", default="", help="output path without extension (default RUN_DIR/gates)")
-    parser.add_argument("--attention", type=float, default=0.0, help="attention value the gates are read at")
+    parser.add_argument("--source", choices=SOURCES, default="auto", help="where the gate values come from")
+    parser.add_argument(
+        "--attention", type=float, default=0.0, help="checkpoints only: the attention value the gates are read at"
+    )
     parser.add_argument("--gate-act", choices=("sigmoid", "none"), help="override the activation from log.txt")
     parser.add_argument(
         "--allow-pickle", action="store_true", help="read checkpoints that pickle objects (only files you trust)"
     )
     args = parser.parse_args(argv)
     activation = args.gate_act or gate_activation_from_log(args.run_dir) or "sigmoid"
-    history = read_gate_history(args.run_dir, allow_pickle=args.allow_pickle)
-    written = plot_gates(history, args.out or os.path.join(args.run_dir, "gates"), args.attention, activation)
-    print(f"Gates of {history.model_dir} (epochs {history.epochs}, activation {activation}):")
+    curves = read_gate_curves(args.run_dir, args.source, args.attention, activation, args.allow_pickle)
+    written = plot_gates(curves, args.out or os.path.join(args.run_dir, "gates"), activation)
+    last = curves.epochs[-1]
+    print(f"Gates from {curves.source} (epochs {curves.epochs}, activation {activation}), w at epoch {last}:")
     for side in SIDES:
-        final = history.params[side][history.epochs[-1]]
-        values = ", ".join(f"{gate_weight(w, b, args.attention, activation):.3f}" for w, b in final)
-        print(f"  {side}: w per block 1..{len(final)} = [{values}]")
+        for block, slots in sorted(curves.values[side].get(last, {}).items()):
+            print(f"  {side} block {block}: " + ", ".join(f"{w:.3f}" for w in slots))
     print("Wrote " + " and ".join(written))
     return 0
 

@@ -24,7 +24,7 @@ from prompting.bmip import BMIPOptions, BMIPPrompts, resolve_bmip_options
 
 from .base import DeepPromptTrainer
 
-__all__ = ["BMIP", "bmip_options_from_cfg"]
+__all__ = ["BMIP", "bmip_options_from_cfg", "build_bmip_prompts"]
 
 _BEST_FILE = "model-best.pth.tar"
 
@@ -50,6 +50,18 @@ def bmip_options_from_cfg(cfg: Any) -> BMIPOptions:
     )
 
 
+def build_bmip_prompts(clip_model: nn.Module, cfg: Any, **overrides: Any) -> BMIPPrompts:
+    """BMIP's prompt learner from ``TRAINER.BMIP`` + ``SHARE``, with the ``TRAINER.BMIP`` keys in
+    ``overrides`` replaced (the +BMIP combinations take prompt count and depth from their host's keys)."""
+    if overrides:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TRAINER.BMIP.update(overrides)
+    options = bmip_options_from_cfg(cfg)
+    print(f"BMIP options: {options}")
+    return BMIPPrompts(clip_model, options)
+
+
 class _EarlyStop(Exception):
     """Raised by ``after_epoch`` to leave the engine's epoch loop."""
 
@@ -66,9 +78,7 @@ class BMIP(DeepPromptTrainer):
         super().__init__(cfg)
 
     def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
-        options = bmip_options_from_cfg(self.cfg)
-        print(f"BMIP options: {options}")
-        return BMIPPrompts(clip_model, options)
+        return build_bmip_prompts(clip_model, self.cfg)
 
     # ---- model selection and early stopping ----------------------------------------------------------
     def _validates(self) -> bool:

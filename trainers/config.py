@@ -13,6 +13,7 @@ from yacs.config import CfgNode as CN
 
 __all__ = [
     "METHOD_CFG_FUNCTIONS",
+    "add_shared_cfg",
     "add_bmip_cfg",
     "add_cocoop_cfg",
     "add_coprompt_cfg",
@@ -25,13 +26,19 @@ __all__ = [
 ]
 
 
+def add_shared_cfg(cfg: CN) -> None:
+    """Keys of the shared trainer (``trainers/base.py``) that every method reads."""
+    # True wraps the frozen towers' encoders in torch.compile once at build time (docs/PERFORMANCE.md).
+    cfg.MODEL.COMPILE = False
+
+
 def add_coop_cfg(cfg: CN) -> None:
     """CoOp: ``TRAINER.COOP``."""
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
     cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainers/base.py)
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # middle, end, front
 
 
@@ -48,7 +55,7 @@ def add_vpt_cfg(cfg: CN) -> None:
     cfg.TRAINER.VPT = CN()
     cfg.TRAINER.VPT.N_CTX_VISION = 2  # prompt tokens per vision block
     cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # the fixed text prompt "<CTX_INIT> <class>."
-    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp (trainable tensors are always fp32)
+    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainable tensors are always fp32)
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # blocks 0..J-1 get prompts (1 = input only)
 
 
@@ -153,6 +160,7 @@ def add_coprompt_cfg(cfg: CN) -> None:
 
 
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
+    add_shared_cfg,
     add_coop_cfg,
     add_cocoop_cfg,
     add_vpt_cfg,
@@ -165,6 +173,6 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
 
 
 def extend_trainer_cfg(cfg: CN) -> None:
-    """Add every method's ``TRAINER.<METHOD>`` subtree (and other method-owned keys) to ``cfg``."""
+    """Add every method's ``TRAINER.<METHOD>`` subtree (and other method-owned keys, ``MODEL.COMPILE``) to ``cfg``."""
     for add_cfg in METHOD_CFG_FUNCTIONS:
         add_cfg(cfg)

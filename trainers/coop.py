@@ -22,13 +22,11 @@ from torch import Tensor, nn
 
 import clip
 from engine.engine import TRAINER_REGISTRY
-from engine.optim import build_lr_scheduler, build_optimizer
-from engine.utils import load_pretrained_weights
 from prompting.deep import PromptPlan
 from prompting.model import PromptedCLIP
 from prompting.text import CONTEXT_STD, assemble_prompts, init_context
 
-from .base import DeepPromptTrainer, load_frozen_clip
+from .base import DeepPromptTrainer
 
 __all__ = [
     "CLASS_TOKEN_POSITIONS",
@@ -36,6 +34,7 @@ __all__ = [
     "CoOpCLIP",
     "CoOpPromptLearner",
     "ContextTrainer",
+    "check_class_token_position",
     "class_token_order",
     "context_length_from_init",
 ]
@@ -49,6 +48,14 @@ def context_length_from_init(ctx_init: str, n_ctx: int) -> int:
     return len(words) if words else n_ctx
 
 
+def check_class_token_position(position: str) -> None:
+    """Raise naming ``TRAINER.COOP.CLASS_TOKEN_POSITION`` and its choices unless ``position`` is one."""
+    if position not in CLASS_TOKEN_POSITIONS:
+        raise ValueError(
+            f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {position!r}"
+        )
+
+
 def class_token_order(position: str, n_ctx: int, name_lens: Sequence[int], length: int) -> Tensor:
     """Per-class permutation (C, length) from the ``end`` layout to ``position``'s layout.
 
@@ -56,10 +63,7 @@ def class_token_order(position: str, n_ctx: int, name_lens: Sequence[int], lengt
     ``name_lens[c]`` positions the class name; ``middle`` and ``front`` only reorder those positions
     (SOS, the period, EOT and padding keep their places, so the EOT index is unchanged).
     """
-    if position not in CLASS_TOKEN_POSITIONS:
-        raise ValueError(
-            f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {position!r}"
-        )
+    check_class_token_position(position)
     rows = []
     for name_len in name_lens:
         ctx = list(range(1, 1 + n_ctx))
@@ -181,34 +185,20 @@ def check_input_size(cfg: Any, clip_model: nn.Module) -> None:
 class ContextTrainer(DeepPromptTrainer):
     """Shared by CoOp and CoCoOp: the model is a :class:`CoOpCLIP` (or subclass) built by :meth:`build_clip_model`.
 
-    Checkpoints go to ``prompt_learner/`` (the official folder) and hold the trainable tensors only.
+    Checkpoints go to ``prompt_learner/`` (the official folder) and hold the trainable tensors only;
+    ``MODEL.INIT_WEIGHTS`` is loaded into the prompt learner, as the official trainers do.
     """
 
     MODEL_NAME = "prompt_learner"
+    INIT_WEIGHTS_INTO_LEARNER = True
 
     def build_clip_model(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         raise NotImplementedError
 
-    def build_model(self) -> None:
-        cfg = self.cfg
-        classnames = self.dm.dataset.classnames
-        prec = self.method_cfg.PREC
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_frozen_clip(cfg, prec, self.device)
-        check_input_size(cfg, clip_model)
+    def build_custom_clip(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
+        check_input_size(self.cfg, clip_model)
         print("Building custom CLIP")
-        self.model = self.build_clip_model(clip_model, classnames).to(self.device)
-        enabled = sorted(name for name, p in self.model.named_parameters() if p.requires_grad)
-        print(f"Parameters to be updated: {enabled}")
-        print(
-            f"Number of trainable parameters (all used by the forward pass): {self.model.count_trainable():,}"
-        )
-        if cfg.MODEL.INIT_WEIGHTS:
-            load_pretrained_weights(self.model.prompt_learner, cfg.MODEL.INIT_WEIGHTS)
-        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler("cuda") if prec == "amp" and self.device.type == "cuda" else None
+        return self.build_clip_model(clip_model, classnames)
 
 
 @TRAINER_REGISTRY.register()
@@ -219,11 +209,7 @@ class CoOp(ContextTrainer):
 
     def check_cfg(self, cfg: Any) -> None:
         super().check_cfg(cfg)
-        position = cfg.TRAINER.COOP.CLASS_TOKEN_POSITION
-        if position not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(
-                f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {position!r}"
-            )
+        check_class_token_position(cfg.TRAINER.COOP.CLASS_TOKEN_POSITION)
 
     def build_clip_model(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         c = self.method_cfg

@@ -12,9 +12,8 @@ from __future__ import annotations
 from torch import nn
 
 from engine.engine import TRAINER_REGISTRY
-from prompting.bmip import BMIPPrompts
 
-from .bmip import bmip_options_from_cfg
+from .bmip import build_bmip_prompts
 from .coprompt import CoPrompt
 
 __all__ = ["CoPrompt_BMIP"]
@@ -26,9 +25,4 @@ class CoPrompt_BMIP(CoPrompt):  # noqa: N801  (named like the release's PromptSR
 
     def build_core(self, clip_model: nn.Module) -> nn.Module:
         c = self.method_cfg
-        view = self.cfg.clone()
-        view.defrost()
-        view.TRAINER.BMIP.update(N_CTX=c.N_CTX, PROMPT_DEPTH=c.PROMPT_DEPTH, CTX_INIT=c.CTX_INIT)
-        options = bmip_options_from_cfg(view)
-        print(f"BMIP options: {options}")
-        return BMIPPrompts(clip_model, options)
+        return build_bmip_prompts(clip_model, self.cfg, N_CTX=c.N_CTX, PROMPT_DEPTH=c.PROMPT_DEPTH, CTX_INIT=c.CTX_INIT)

@@ -26,10 +26,10 @@ from torch import Tensor, nn
 
 from engine.engine import TRAINER_REGISTRY
 from prompting.gpa import GaussianPromptAggregator, gaussian_epoch_weights
-from prompting.learners import IndependentPrompts
 from prompting.teachers import frozen_image_features, template_features
 
 from .base import DeepPromptTrainer
+from .ivlp import build_independent_prompts
 from .templates import IMAGENET_TEMPLATES, promptsrc_templates
 
 __all__ = ["TEACHER_TEMPLATE_SETS", "PromptSRC", "self_regularised_loss"]
@@ -84,20 +84,7 @@ class PromptSRC(DeepPromptTrainer):
             )
 
     def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
-        c = self.method_cfg
-        if c.PROMPT_DEPTH_TEXT < 1 or c.N_CTX_TEXT < 1:
-            raise ValueError(
-                "TRAINER.PROMPTSRC needs PROMPT_DEPTH_TEXT >= 1 and N_CTX_TEXT >= 1, "
-                f"got {c.PROMPT_DEPTH_TEXT} and {c.N_CTX_TEXT}"
-            )
-        return IndependentPrompts(
-            clip_model,
-            n_ctx_text=c.N_CTX_TEXT,
-            depth_text=c.PROMPT_DEPTH_TEXT,
-            n_ctx_vision=c.N_CTX_VISION,
-            depth_vision=c.PROMPT_DEPTH_VISION,
-            ctx_init=c.CTX_INIT,
-        )
+        return build_independent_prompts(clip_model, self.method_cfg, self.CFG_NAME)
 
     def build_model(self) -> None:
         super().build_model()

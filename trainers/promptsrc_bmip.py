@@ -15,9 +15,8 @@ from __future__ import annotations
 from torch import nn
 
 from engine.engine import TRAINER_REGISTRY
-from prompting.bmip import BMIPPrompts
 
-from .bmip import bmip_options_from_cfg
+from .bmip import build_bmip_prompts
 from .promptsrc import PromptSRC
 
 __all__ = ["PromptSRC_BMIP"]
@@ -29,11 +28,7 @@ class PromptSRC_BMIP(PromptSRC):  # noqa: N801  (the release's trainer name)
 
     def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
         c = self.method_cfg
-        view = self.cfg.clone()
-        view.defrost()
-        view.TRAINER.BMIP.update(
-            N_CTX=c.N_CTX_TEXT, PROMPT_DEPTH=c.PROMPT_DEPTH, CTX_INIT=c.CTX_INIT, CONNECT_METHOD=c.CONNECT_METHOD
-        )
-        options = bmip_options_from_cfg(view)
-        print(f"BMIP options: {options}")
-        return BMIPPrompts(clip_model, options)
+        return build_bmip_prompts(
+            clip_model, self.cfg,
+            N_CTX=c.N_CTX_TEXT, PROMPT_DEPTH=c.PROMPT_DEPTH, CTX_INIT=c.CTX_INIT, CONNECT_METHOD=c.CONNECT_METHOD,
+        )  # fmt: skip

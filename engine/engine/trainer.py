@@ -245,6 +245,11 @@ class TrainerBase:
             self._writer.close()
             self._writer = None
 
+    @property
+    def writes_scalars(self) -> bool:
+        """Whether scalars reach TensorBoard (not in eval-only runs, nor without the package)."""
+        return self._writer is not None
+
     def write_scalar(self, tag: str, scalar_value: float, global_step: int | None = None) -> None:
         if self._writer is not None:
             self._writer.add_scalar(tag, scalar_value, global_step)
