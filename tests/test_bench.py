@@ -11,14 +11,6 @@ from bench.models import bench_cfg, build_backbone, build_prompted, class_names
 from bench.run import main
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_bench_writes_every_section_and_the_same_run_ratios(tmp_path):
     out = tmp_path / "bench"
     main(["--backbone", "random:tiny", "--trainers", "MaPLe", "BMIP", "--classes", "2", "--eval-classes", "3",

@@ -14,15 +14,6 @@ CLASSES = ["zero", "one", "two", "three"]
 N_PATCH_TOKENS = (224 // 32) ** 2 + 1  # random:tiny: CLS + 7x7 patches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning costs ~10x the CPU time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> torch.nn.Module:
     return clip.build_clip("random:tiny")

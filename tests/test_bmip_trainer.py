@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import train
 
@@ -23,15 +22,6 @@ TINY = [
 ]  # fmt: skip
 ACCURACY = re.compile(r"^\* accuracy: [\d.]+%$", re.MULTILINE)
 BEST = "MultiModalPromptLearner/model-best.pth.tar"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning costs ~10x the CPU time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

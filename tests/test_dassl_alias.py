@@ -23,15 +23,6 @@ EXAMPLE = ROOT / "examples" / "dassl_clip_adapter.py"
 TINY = "tiny-test-checkpoint"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared small machine OpenMP spinning costs far more than it gains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def alias():
     """The alias on for one test, then off again with every ``dassl`` module forgotten."""

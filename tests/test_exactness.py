@@ -30,15 +30,6 @@ LEARNERS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the machine is shared, and spinning OpenMP threads cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(name: str, seed: int = 0) -> PromptedCLIP:
     backbone = clip.build_clip("random:tiny", seed=seed)
     torch.manual_seed(seed)

@@ -20,14 +20,6 @@ from trainers.official import OfficialCheckpointError, convert_official_state_di
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _official_frozen_clip(clip_model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The frozen CLIP as the official CustomCLIP names it (image_encoder / text_encoder / logit_scale)."""
     state = {f"image_encoder.{k}": v for k, v in clip_model.visual.state_dict().items()}

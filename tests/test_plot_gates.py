@@ -27,15 +27,6 @@ DEPTH = 4
 CLASSES = ["zero", "one", "two"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning costs far more than it gains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- the monitor -------------------------------------------------------------------------------------
 def test_monitor_averages_per_slot_over_sequences_then_passes() -> None:
     monitor = GateMonitor()

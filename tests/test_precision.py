@@ -69,7 +69,7 @@ def test_amp_bf16_step_runs_in_bf16_with_fp32_trainable_tensors(digits_root, tmp
     assert seen == {"image": torch.bfloat16, "text": torch.bfloat16}
     assert torch.isfinite(torch.tensor(summary["loss"]))
     after = dict(trainer.model.named_parameters())
-    for name, before in trainable.items():
+    for name in trainable:
         assert after[name].dtype == torch.float32 and after[name].grad.dtype == torch.float32, name
     assert any(not torch.equal(after[name], before) for name, before in trainable.items())
     # Evaluation does not autocast (as the released amp trainers).

@@ -15,15 +15,6 @@ from prompting.text import assemble_prompts, init_context, tokenize_class_prompt
 CLASSES = ["zero", "one", "two"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning costs ~10x the CPU time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> torch.nn.Module:
     return clip.build_clip("random:tiny")
