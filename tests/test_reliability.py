@@ -106,10 +106,12 @@ def reference(digits_root, micro_clip, tmp_path_factory) -> Path:
 def launch(argv: list[str], kill_at: str = "") -> subprocess.CompletedProcess:
     """``python train.py ARGV`` as its own process; ``kill_at`` sets ENGINE_KILL_AT.
 
-    torch's environment report (seconds of CPU per start) is replaced by a stub before the script runs.
+    torch's environment report (seconds of CPU per start) is replaced by a stub before the script runs, and
+    the child uses this process's intra-op thread count (results are bit-identical only at equal counts).
     """
     code = (
-        "import runpy, sys; sys.path.insert(0, '.'); import engine.utils; "
+        f"import runpy, sys, torch; torch.set_num_threads({torch.get_num_threads()}); "
+        "sys.path.insert(0, '.'); import engine.utils; "
         "engine.utils.collect_env_info = lambda: 'env info'; "
         f"sys.argv = ['train.py', *{argv!r}]; runpy.run_path('train.py', run_name='__main__')"
     )
