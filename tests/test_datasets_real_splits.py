@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
+from test_datasets import make_cfg  # one config builder for the dataset tests
 
 import datasets  # noqa: F401  (registers the readers)
-from engine.config import get_cfg_default
 from engine.data.datasets import DATASET_REGISTRY
 
 # name -> (folder, image folder, train/val/test sizes, classes, base classes, label-0 name, last name)
@@ -24,19 +23,6 @@ REAL_SPLITS = {
     "EuroSAT": ("eurosat", "2750", (13500, 5400, 8100), 10, 5, "Annual Crop Land", "Sea or Lake"),
     "OxfordPets": ("oxford_pets", "images", (2944, 736, 3669), 37, 19, "abyssinian", "yorkshire_terrier"),
 }
-
-
-def make_cfg(name: str, root: Path, subsample: str = "all", shots: int = -1, seed: int = 1):
-    cfg = get_cfg_default()
-    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
-        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-    cfg.DATASET.NAME = name
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.SEED = seed
-    cfg.VERBOSE = False
-    return cfg
 
 
 @pytest.fixture(scope="module", params=sorted(REAL_SPLITS))
