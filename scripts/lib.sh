@@ -175,13 +175,11 @@ base2new_train() {
     local shots
     shots="$(lib_shots "$@")"
     local dir="$OUTPUT/base2new/train_base/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    local run=(train "$dir" "$dataset" "$seed")
     if [ "$LOADEP" = "-" ]; then
-        lib_run eval "$dir" "$dataset" "$seed" --eval-only -- \
-            DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES base "$@"
-    else
-        lib_run train "$dir" "$dataset" "$seed" -- \
-            DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES base "$@"
+        run=(eval "$dir" "$dataset" "$seed" --eval-only)
     fi
+    lib_run "${run[@]}" -- DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES base "$@"
 }
 
 # base2new_test <dataset> <seed> [KEY VALUE...]: evaluate the base-trained model on each label space in
