@@ -185,7 +185,8 @@ def build_cases(args: argparse.Namespace, models: dict[str, Any], device: torch.
                     def prepare(m=model, n=n_cls, o=optimised, i=images) -> None:
                         m.set_classnames(class_names(n))
                         _switch(m, trim=o, cache=o)
-                        eval_batch(m, i[:1], args.amp)  # fills the cache: the steady state of a test pass
+                        if o:
+                            eval_batch(m, i[:1], args.amp)  # fills the cache: the steady state of a test pass
                     mode = "cached" if optimised else "recompute"
                     cases.append(Case("eval", trainer, {"classes": n_cls, "mode": mode}, prepare,
                                       lambda m=model, i=images: eval_batch(m, i, args.amp)))

@@ -33,11 +33,54 @@ class Projection(NamedTuple):
     v: Tensor
 
 
-class BlockInput(NamedTuple):
-    """What a hook may return instead of a tensor: the tokens and their already computed projections."""
+class PrefixAttention:
+    """A probe's fused attention of *all* rows of its input over the keys ``[:stop]`` alone, with the row
+    log-sum-exp, plus the projections of the rows ``[:stop]``.
+
+    Enough to finish the block's attention after rows ``[stop:]`` were replaced, without recomputing
+    the attention among the rows ``[:stop]``: their output is extended by the new keys (an exact
+    log-sum-exp merge) and the few replaced rows are recomputed. The block's pass writes its attention
+    output into this object's buffer, so a prefix serves one block pass (:meth:`take_output`).
+    """
+
+    def __init__(self, stop: int, projection: Projection, out: Tensor, lse: Tensor) -> None:
+        self.stop = stop
+        self.q, self.k, self.v = (t[:, :, :stop] for t in projection)  # (N, heads, stop, head_dim)
+        self.lse = lse  # (N, heads, L), at least fp32
+        self._out: Optional[Tensor] = out  # (N, heads, L, head_dim)
+
+    def take_output(self) -> Tensor:
+        """The output buffer, handed out once (the block's pass overwrites it)."""
+        if self._out is None:
+            raise RuntimeError(
+                "this PrefixAttention was already consumed by a block pass; probe the block input again"
+            )
+        out, self._out = self._out, None
+        return out
+
+
+class PrefixedProjection(NamedTuple):
+    """Projection of a sequence given as a probe's :class:`PrefixAttention` of its unchanged first rows
+    plus the :class:`Projection` of the rows ``[prefix.stop:]``."""
+
+    prefix: PrefixAttention
+    suffix: Projection
+
+
+class Probed(NamedTuple):
+    """What :meth:`ResidualAttentionBlock.memoize_projection` keeps of a probed input ``x``."""
 
     x: Tensor
     projection: Projection
+    prefix: Optional[PrefixAttention] = None
+
+
+class BlockInput(NamedTuple):
+    """What a hook may return instead of a tensor: the tokens and their already computed projection
+    (a :class:`Projection`, or a :class:`PrefixedProjection` from a probe of non-causal attention)."""
+
+    x: Tensor
+    projection: Union[Projection, PrefixedProjection]
 
 
 Hook = Callable[[int, Tensor, "ResidualAttentionBlock"], Union[Tensor, BlockInput, None]]
@@ -82,12 +125,81 @@ class Attention(nn.Module):
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return self._heads(q), self._heads(k), self._heads(v)
 
-    def forward(self, x: Tensor, causal: bool, projection: Optional[Projection] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, causal: bool, projection: Union[Projection, PrefixedProjection, None] = None
+    ) -> Tensor:
         """Fused attention on ``x`` (already ``ln_1``-ed), or on ``projection`` when it is given."""
+        n, length, _ = x.shape
+        if isinstance(projection, PrefixedProjection):
+            if causal:
+                raise ValueError("a precomputed attention prefix is only valid for non-causal attention")
+            return self.out_proj(_prefixed_attention(projection).reshape(n, length, -1))
         q, k, v = self.qkv(x) if projection is None else projection
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        n, _, length, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(n, length, -1))
+
+
+def _few_key_scores(q: Tensor, k: Tensor, compute: torch.dtype) -> Tensor:
+    """``q k^T / sqrt(head_dim)`` (N, heads, R, C) for few keys ``k`` (N, heads, C, head_dim), in ``compute``.
+
+    ``q`` is usually a strided per-head view of a projection (N, R, heads * head_dim in memory), which a
+    batched matmul would first copy; instead all heads are done at once against a block-diagonal key
+    matrix (heads times the needed multiplications, but for C = 2 keys far cheaper than the copy).
+    """
+    n, heads, rows, head_dim = q.shape
+    cols = k.shape[2]
+    block_diag = torch.diag_embed(k.to(compute).permute(0, 2, 3, 1))  # (N, C, d, heads, heads)
+    block_diag = block_diag.permute(0, 3, 2, 1, 4).reshape(n, heads * head_dim, cols * heads)
+    scores = q.to(compute).transpose(1, 2).reshape(n, rows, heads * head_dim) @ block_diag
+    return scores.view(n, rows, cols, heads).permute(0, 3, 1, 2) / math.sqrt(head_dim)
+
+
+def _merged_lse(lse: Tensor, scores: Tensor) -> Tensor:
+    """Row log-sum-exp over all keys: keys summarised by ``lse`` (from the kernel) plus the columns of
+    ``scores``."""
+    return torch.logaddexp(lse.to(scores.dtype), scores.logsumexp(dim=-1))
+
+
+def _cpu_flash(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """CPU flash attention: output and row log-sum-exp (it reads strided per-head views without copies)."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+
+
+def _extend_into(dest: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor) -> None:
+    """Write into ``dest`` (which may be ``out``) the attention output of queries ``q`` whose attention
+    over some keys is (``out``, ``lse``), extended by the few keys ``k``/values ``v``: the exact
+    log-sum-exp merge, in place, one pass per extra key. Temporaries of the output's size are avoided on
+    purpose: at batch 100 each one costs more in page faults than in arithmetic."""
+    scores = _few_key_scores(q, k, torch.promote_types(q.dtype, torch.float32))  # (N, heads, rows, few)
+    total = _merged_lse(lse, scores)
+    torch.mul(out, torch.exp(lse.to(total.dtype) - total).unsqueeze(-1).to(dest.dtype), out=dest)
+    weights = torch.exp(scores - total.unsqueeze(-1)).to(dest.dtype)
+    v = v.to(dest.dtype)
+    for j in range(k.shape[2]):
+        dest.addcmul_(weights[..., j : j + 1], v[:, :, j : j + 1])
+
+
+def _prefixed_attention(projection: PrefixedProjection) -> Tensor:
+    """Attention output (N, L, heads, head_dim) of a :class:`PrefixedProjection`, written into the
+    prefix's buffer: rows ``[:stop]`` extend their fused output by the new keys ``[stop:]``; the few new
+    rows attend to the keys ``[:stop]`` through the fused kernel and are extended the same way."""
+    prefix, (q_s, k_s, v_s) = projection
+    result = prefix.take_output()  # (N, heads, L, head_dim), laid out as (N, L, heads, head_dim)
+    stop = prefix.stop
+    head = result[:, :, :stop]
+    _extend_into(head, head, prefix.lse[:, :, :stop], prefix.q, k_s, v_s)
+    tail_out, tail_lse = _cpu_flash(q_s, prefix.k, prefix.v)
+    _extend_into(result[:, :, stop:], tail_out, tail_lse, q_s, k_s, v_s)
+    return result.transpose(1, 2)
+
+
+def _fused_prefix(projection: Projection, stop: int) -> Optional[PrefixAttention]:
+    """:class:`PrefixAttention` from the fused kernel, where one returns the log-sum-exp (CPU flash
+    attention); None elsewhere (the probe then computes its scores explicitly)."""
+    if projection.q.device.type != "cpu":
+        return None
+    q, k, v = projection
+    return PrefixAttention(stop, projection, *_cpu_flash(q, k[:, :, :stop], v[:, :, :stop]))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -103,10 +215,11 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("c_proj", nn.Linear(d_model * 4, d_model))
         self.ln_2 = LayerNorm(d_model)
         self.causal = causal
-        self._memo: Optional[dict[int, tuple[Tensor, Projection]]] = None
+        self._memo: Optional[dict[int, Probed]] = None
 
-    def forward(self, x: Tensor, projection: Optional[Projection] = None) -> Tensor:
-        """``projection``, if given, must be :meth:`project` of this ``x`` (see :meth:`project_rows`)."""
+    def forward(self, x: Tensor, projection: Union[Projection, PrefixedProjection, None] = None) -> Tensor:
+        """``projection``, if given, must be that of this ``x`` (see :meth:`project_rows` and
+        :meth:`attention_to_suffix`)."""
         if projection is None:
             x = x + self.attn(self.ln_1(x), self.causal)
         else:
@@ -121,14 +234,17 @@ class ResidualAttentionBlock(nn.Module):
         """Projection of ``x`` from ``base``, the projection of a sequence that differs from ``x`` only in
         rows ``start:stop``: only those rows are projected again (the projection is row-wise)."""
         rows = self.project(x[:, start:stop])
-        return Projection(*(torch.cat([b[:, :, :start], r, b[:, :, stop:]], dim=2) for b, r in zip(base, rows)))
+        return Projection(
+            *(torch.cat([b[:, :, :start], r, b[:, :, stop:]], dim=2) for b, r in zip(base, rows))
+        )
 
     @contextmanager
-    def memoize_projection(self) -> Iterator[dict[int, tuple[Tensor, Projection]]]:
-        """Within the block, :meth:`attention_probs` keeps the projection of each input it probes.
+    def memoize_projection(self) -> Iterator[dict[int, Probed]]:
+        """Within the block, the probes (:meth:`attention_probs`, :meth:`attention_to_suffix`) keep what
+        they computed of each input.
 
-        Yields the memo (``id(x) -> (x, projection)``) so the caller can reuse a probe's projection for
-        the block's own pass; outside the block nothing is kept.
+        Yields the memo (``id(x) ->`` :class:`Probed`) so the caller can reuse a probe's projection (and
+        fused prefix attention) for the block's own pass; outside the block nothing is kept.
         """
         self._memo = {}
         try:
@@ -136,14 +252,53 @@ class ResidualAttentionBlock(nn.Module):
         finally:
             self._memo = None
 
+    def _probed(self, x: Tensor) -> Probed:
+        held = None if self._memo is None else self._memo.get(id(x))
+        if held is None or held.x is not x:
+            held = Probed(x, self.project(x))
+            if self._memo is not None:
+                self._memo[id(x)] = held
+        return held
+
     def _probe_projection(self, x: Tensor) -> Projection:
-        if self._memo is None:
-            return self.project(x)
-        held = self._memo.get(id(x))
-        if held is None or held[0] is not x:
-            held = (x, self.project(x))
-            self._memo[id(x)] = held
-        return held[1]
+        return self._probed(x).projection
+
+    def _may_fuse_prefix(self, x: Tensor) -> bool:
+        """The fused prefix serves only a memoised, non-causal probe that needs no gradient: the kernel's
+        log-sum-exp is not differentiable (training keeps the explicit scores; its probe is detached)."""
+        if self._memo is None or self.causal:
+            return False
+        return not torch.is_grad_enabled() or not (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+
+    def attention_to_suffix(self, x: Tensor, start: int) -> Tensor:
+        """Head-averaged probabilities (N, start, L - start) the rows ``[:start]`` of ``x`` pay to the
+        keys ``[start:]``, normalised over all keys: :meth:`attention_probs` ``(x, slice(0, start))[..., start:]``.
+
+        Memoised and gradient-free (evaluation), the rows' normaliser over the keys ``[:start]`` comes
+        from a fused attention of that prefix (:class:`PrefixAttention`, kept in the memo), which the
+        block's own pass extends instead of recomputing: only (start, L - start) scores are materialised.
+        """
+        if x.dim() != 3 or not 0 < start < x.shape[1]:
+            raise ValueError(
+                f"attention_to_suffix expects x (N, L, D) and 0 < start < L, got {tuple(x.shape)} and {start}"
+            )
+        held = self._probed(x) if self._may_fuse_prefix(x) else None
+        prefix = None
+        if held is not None:
+            prefix = (
+                held.prefix
+                if held.prefix is not None and held.prefix.stop == start
+                else _fused_prefix(held.projection, start)
+            )
+        if prefix is None:
+            return self.attention_probs(x, slice(0, start))[:, :, start:]
+        self._memo[id(x)] = held._replace(prefix=prefix)
+        compute = torch.promote_types(x.dtype, torch.float32)
+        scores = _few_key_scores(prefix.q, held.projection.k[:, :, start:], compute)
+        lse = _merged_lse(prefix.lse[:, :, :start], scores)
+        return torch.exp(scores - lse.unsqueeze(-1)).mean(dim=1).to(x.dtype)
 
     def attention_probs(self, x: Tensor, query_rows: QueryRows = None) -> Tensor:
         """Head-averaged softmax attention (N, Q, L) this block would compute on ``x`` (N, L, D).
@@ -183,7 +338,9 @@ class Transformer(nn.Module):
     attribute concerns direct callers only; blocks and hooks always see batch-first tokens.
     """
 
-    def __init__(self, width: int, layers: int, heads: int, causal: bool = False, batch_first: bool = True) -> None:
+    def __init__(
+        self, width: int, layers: int, heads: int, causal: bool = False, batch_first: bool = True
+    ) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
@@ -305,7 +462,9 @@ class AttentionPool2d(nn.Module):
         def split(t: Tensor) -> Tensor:
             return t.view(n, t.shape[1], heads, d // heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(self.q_proj(x[:, :1])), split(self.k_proj(x)), split(self.v_proj(x)))
+        out = F.scaled_dot_product_attention(
+            split(self.q_proj(x[:, :1])), split(self.k_proj(x)), split(self.v_proj(x))
+        )
         return self.c_proj(out.transpose(1, 2).reshape(n, d))
 
 
@@ -313,7 +472,11 @@ class ModifiedResNet(nn.Module):
     """CLIP's ResNet image tower (3-conv stem, avg-pool striding, attention pooling). Has no hook points."""
 
     def __init__(
-        self, layers: tuple[int, int, int, int], output_dim: int, heads: int, input_resolution: int = 224,
+        self,
+        layers: tuple[int, int, int, int],
+        output_dim: int,
+        heads: int,
+        input_resolution: int = 224,
         width: int = 64,
     ) -> None:
         super().__init__()
@@ -384,7 +547,9 @@ class CLIP(nn.Module):
         self.visual: Union[VisionTransformer, ModifiedResNet]
         if isinstance(vision_layers, (tuple, list)):
             heads = vision_width * 32 // 64
-            self.visual = ModifiedResNet(tuple(vision_layers), embed_dim, heads, image_resolution, vision_width)
+            self.visual = ModifiedResNet(
+                tuple(vision_layers), embed_dim, heads, image_resolution, vision_width
+            )
             self.vision_layers = 0
             self.vision_stage_layers: Optional[tuple[int, ...]] = tuple(vision_layers)
         else:
@@ -435,11 +600,15 @@ class CLIP(nn.Module):
         """Compute dtype of the frozen towers (fp16 after ``to_precision(model, "fp16")``)."""
         return self.visual.conv1.weight.dtype
 
-    def encode_image(self, images: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
+    def encode_image(
+        self, images: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None
+    ) -> Tensor:
         """Image features (N, embed_dim), not normalised; see ``VisionTransformer.forward`` for prompts."""
         return self.visual(images.to(self.dtype), prompts, hook)
 
-    def encode_text(self, token_ids: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None) -> Tensor:
+    def encode_text(
+        self, token_ids: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None
+    ) -> Tensor:
         """Text features (N, embed_dim) of tokenized texts; EOT is the largest id in each row."""
         x = self.token_embedding(token_ids)
         return self.encode_text_embeddings(x, token_ids.argmax(dim=-1), hook=hook, trim=trim)

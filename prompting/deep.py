@@ -22,7 +22,7 @@ from typing import Optional, Protocol, Union
 import torch
 from torch import Tensor
 
-from clip import BlockInput, Hook, ResidualAttentionBlock
+from clip import BlockInput, Hook, PrefixedProjection, ResidualAttentionBlock
 
 __all__ = ["FixedPrompt", "LayerPrompt", "PromptPlan", "SlotView", "deep_blocks", "prompt_hook"]
 
@@ -115,7 +115,9 @@ def prompt_hook(
     token count, so a layer may use more slots than the input context, as the Joint ablation does).
     With ``reuse_projections``, a layer that probed the block's attention (BMIP's gate) hands the probe's
     queries/keys/values to the block, re-projecting only the replaced slot rows: the block then skips a
-    second projection of the whole sequence (exact up to rounding: the projection is row-wise).
+    second projection of the whole sequence (exact up to rounding: the projection is row-wise). A probe
+    that fused the attention of the rows before the slots (``attention_to_suffix`` in evaluation) hands
+    that over too, and the block only extends it by the slot keys.
     Returns None when there is nothing to insert, so the tower runs unhooked.
     """
     if tower not in (TEXT, VISION):
@@ -136,8 +138,11 @@ def prompt_hook(
             tokens = layer.resolve(x, block, slots)
         replaced = _replace_slots(x, tokens, start, stop)
         probed = memo.get(id(x))
-        if probed is None or probed[0] is not x:
+        if probed is None or probed.x is not x:
             return replaced
-        return BlockInput(replaced, block.project_rows(probed[1], replaced, start, stop))
+        prefix = probed.prefix
+        if prefix is not None and prefix.stop <= start:  # the probed rows before the slots are unchanged
+            return BlockInput(replaced, PrefixedProjection(prefix, block.project(replaced[:, prefix.stop :])))
+        return BlockInput(replaced, block.project_rows(probed.projection, replaced, start, stop))
 
     return hook

@@ -76,8 +76,8 @@ class SlotAttention:
         n_seq, n_slots = x.shape[0], slots.stop - slots.start
         dtype = torch.promote_types(x.dtype, torch.float32)
         if slots.tower == "vision":
-            probs = block.attention_probs(x, query_rows=slice(0, slots.start))
-            attn = probs[:, :, slots.start : slots.stop].to(dtype).mean(dim=1)
+            probs = block.attention_to_suffix(x, slots.start)
+            attn = probs[:, :, : slots.stop - slots.start].to(dtype).mean(dim=1)
         elif self.text_query == "sos" and self.skip_zero_probe:
             attn = x.new_zeros(n_seq, n_slots, dtype=dtype)
         elif self.text_query == "sos":
@@ -90,7 +90,9 @@ class SlotAttention:
 
     def _text_rows(self, x: Tensor, block: ResidualAttentionBlock, slots: SlotView) -> Tensor:
         if slots.eot_indices is None:
-            raise ValueError("text attention queries 'eot'/'mean_valid' need the EOT positions of the classes")
+            raise ValueError(
+                "text attention queries 'eot'/'mean_valid' need the EOT positions of the classes"
+            )
         eot = slots.eot_indices.to(x.device)
         probs = block.attention_probs(x, query_rows=slice(slots.stop, x.shape[1]))
         probs = probs.to(torch.promote_types(probs.dtype, torch.float32))
@@ -182,4 +184,3 @@ def validate_gate_activation(name: str) -> str:
     if name not in GATE_ACTIVATIONS:
         raise ValueError(f"gate activation must be one of {GATE_ACTIVATIONS}, got {name!r}")
     return name
-

@@ -10,7 +10,8 @@ are loaded. Methods with a fixed text side (VPT) always reuse it.
 Switches for measuring the optimisations against the official behaviour (docs/PERFORMANCE.md), all exact
 and on by default: ``cache_text`` (reuse the class features as above; False recomputes them for every
 batch), ``reuse_probe_projections`` (vision blocks whose gate probed the attention reuse the probe's
-projections) and the CLIP's own ``trim_text``.
+projections and, in evaluation, its fused attention of the rows before the prompt slots) and the CLIP's
+own ``trim_text``.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ class PromptedCLIP(nn.Module):
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.state_dict().items() if k in names}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
         """Load trainable tensors. Frozen CLIP weights and class buffers may be absent (never saved);
         any other missing or unexpected key is an error when ``strict``."""
         self.invalidate_text_cache()

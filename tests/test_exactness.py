@@ -53,7 +53,9 @@ def _logits_and_grads(model: PromptedCLIP, images: torch.Tensor) -> tuple[torch.
     return logits.detach(), grads
 
 
-def _assert_close(a: tuple[torch.Tensor, list[torch.Tensor]], b: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+def _assert_close(
+    a: tuple[torch.Tensor, list[torch.Tensor]], b: tuple[torch.Tensor, list[torch.Tensor]]
+) -> None:
     assert (a[0] - b[0]).abs().max() < TOL
     assert len(a[1]) == len(b[1]) > 0
     for ga, gb in zip(a[1], b[1]):
@@ -143,3 +145,56 @@ def test_block_accepts_spliced_projection_exactly():
         assert list(memo) == [id(x)]
     block.attention_probs(y)
     assert list(memo) == [id(x)]  # outside the scope nothing is memoised
+
+
+def test_fused_prefix_probe_and_block_pass_are_exact():
+    block = clip.ResidualAttentionBlock(64, 4).double()
+    x = torch.randn(3, 10, 64, dtype=torch.float64)
+    y = x.clone()
+    y[:, 7:] = torch.randn(3, 3, 64, dtype=torch.float64)
+    expected = block.attention_probs(x, slice(0, 7))[:, :, 7:]
+    with torch.no_grad(), block.memoize_projection() as memo:
+        probs = block.attention_to_suffix(x, 7)
+        probed = memo[id(x)]
+    assert probed.prefix is not None and probed.prefix.stop == 7
+    assert probs.shape == (3, 7, 3) and (probs - expected).abs().max() < TOL
+    prefixed = clip.PrefixedProjection(probed.prefix, block.project(y[:, 7:]))
+    with torch.no_grad():
+        assert (block(y, prefixed) - block(y)).abs().max() < TOL
+    with pytest.raises(ValueError, match="only valid for non-causal"):
+        block.attn(y, True, prefixed)
+    with pytest.raises(RuntimeError, match="already consumed by a block pass"):
+        block(y, prefixed)  # the first pass wrote its output into the prefix's buffer
+
+
+def test_probe_needing_gradients_keeps_explicit_scores():
+    block = clip.ResidualAttentionBlock(64, 4).double()
+    x = torch.randn(2, 9, 64, dtype=torch.float64, requires_grad=True)
+    with block.memoize_projection() as memo:
+        probs = block.attention_to_suffix(x, 6)
+        assert memo[id(x)].prefix is None  # the fused kernel's log-sum-exp has no gradient
+    probs.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="0 < start < L"):
+        block.attention_to_suffix(x, 9)
+
+
+@pytest.mark.parametrize("name", ["bmip_released", "bmip_paper"])
+def test_gate_probe_in_evaluation_extends_the_fused_prefix_exactly(name, monkeypatch):
+    model = _model(name).eval()
+    images = _images(3, 5)
+    fused: list[bool] = []
+    original = clip.model._fused_prefix
+
+    def counting(*args):
+        result = original(*args)
+        fused.append(result is not None)
+        return result
+
+    monkeypatch.setattr(clip.model, "_fused_prefix", counting)
+    with torch.no_grad():
+        fast = model(images)
+        model.reuse_probe_projections = False
+        reference = model(images)
+    assert fused == [True] * len(model.prompt_learner.vision_blocks)
+    assert (fast - reference).abs().max() < TOL
