@@ -154,10 +154,13 @@ def _few_key_scores(q: Tensor, k: Tensor, compute: torch.dtype) -> Tensor:
     return scores.view(n, rows, cols, heads).permute(0, 3, 1, 2) / math.sqrt(head_dim)
 
 
-def _merged_lse(lse: Tensor, scores: Tensor) -> Tensor:
-    """Row log-sum-exp over all keys: keys summarised by ``lse`` (from the kernel) plus the columns of
-    ``scores``."""
-    return torch.logaddexp(lse.to(scores.dtype), scores.logsumexp(dim=-1))
+def _few_key_probs(q: Tensor, k: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
+    """Probabilities (N, heads, R, C) that queries ``q`` pay to the few keys ``k``, normalised over those
+    keys and the other keys their row log-sum-exp ``lse`` (from the kernel) summarises; and the total row
+    log-sum-exp (N, heads, R). Both in at least fp32."""
+    scores = _few_key_scores(q, k, torch.promote_types(q.dtype, torch.float32))
+    total = torch.logaddexp(lse.to(scores.dtype), scores.logsumexp(dim=-1))
+    return torch.exp(scores - total.unsqueeze(-1)), total
 
 
 def _cpu_flash(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -170,10 +173,9 @@ def _extend_into(dest: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v
     over some keys is (``out``, ``lse``), extended by the few keys ``k``/values ``v``: the exact
     log-sum-exp merge, in place, one pass per extra key. Temporaries of the output's size are avoided on
     purpose: at batch 100 each one costs more in page faults than in arithmetic."""
-    scores = _few_key_scores(q, k, torch.promote_types(q.dtype, torch.float32))  # (N, heads, rows, few)
-    total = _merged_lse(lse, scores)
+    probs, total = _few_key_probs(q, k, lse)  # (N, heads, rows, few), (N, heads, rows)
     torch.mul(out, torch.exp(lse.to(total.dtype) - total).unsqueeze(-1).to(dest.dtype), out=dest)
-    weights = torch.exp(scores - total.unsqueeze(-1)).to(dest.dtype)
+    weights = probs.to(dest.dtype)
     v = v.to(dest.dtype)
     for j in range(k.shape[2]):
         dest.addcmul_(weights[..., j : j + 1], v[:, :, j : j + 1])
@@ -260,9 +262,6 @@ class ResidualAttentionBlock(nn.Module):
                 self._memo[id(x)] = held
         return held
 
-    def _probe_projection(self, x: Tensor) -> Projection:
-        return self._probed(x).projection
-
     def _may_fuse_prefix(self, x: Tensor) -> bool:
         """The fused prefix serves only a memoised, non-causal probe that needs no gradient: the kernel's
         log-sum-exp is not differentiable (training keeps the explicit scores; its probe is detached)."""
@@ -295,10 +294,8 @@ class ResidualAttentionBlock(nn.Module):
         if prefix is None:
             return self.attention_probs(x, slice(0, start))[:, :, start:]
         self._memo[id(x)] = held._replace(prefix=prefix)
-        compute = torch.promote_types(x.dtype, torch.float32)
-        scores = _few_key_scores(prefix.q, held.projection.k[:, :, start:], compute)
-        lse = _merged_lse(prefix.lse[:, :, :start], scores)
-        return torch.exp(scores - lse.unsqueeze(-1)).mean(dim=1).to(x.dtype)
+        probs, _ = _few_key_probs(prefix.q, held.projection.k[:, :, start:], prefix.lse[:, :, :start])
+        return probs.mean(dim=1).to(x.dtype)
 
     def attention_probs(self, x: Tensor, query_rows: QueryRows = None) -> Tensor:
         """Head-averaged softmax attention (N, Q, L) this block would compute on ``x`` (N, L, D).
@@ -313,7 +310,7 @@ class ResidualAttentionBlock(nn.Module):
         positions = torch.arange(length, device=x.device)
         if isinstance(query_rows, list):
             query_rows = torch.as_tensor(query_rows, dtype=torch.long, device=x.device)
-        q, k, _ = self._probe_projection(x)
+        q, k, _ = self._probed(x).projection
         if query_rows is not None:
             positions = positions[query_rows]
             q = q[:, :, query_rows]  # a view for slices, a gather for index tensors
