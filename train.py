@@ -31,7 +31,8 @@ import pickle
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from yacs.config import CfgNode as CN
@@ -92,18 +93,25 @@ class ConfigAssertionError(AssertionError):
     re-raised as this type so that ``run`` can tell them from a failing assertion in the code."""
 
 
+@contextmanager
+def _config_errors(source: str) -> Iterator[None]:
+    """Re-raise yacs' merge errors with ``source`` (a flag and file, or the KEY VALUE options) in front."""
+    try:
+        yield
+    except KeyError as e:
+        raise KeyError(f"{source}: {e.args[0]}") from e
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
+    except AssertionError as e:
+        raise ConfigAssertionError(f"{source}: {e}") from e
+
+
 def _merge_file(cfg: CN, path: str, flag: str) -> None:
     """Merge a YAML file, naming the flag and the file in every error."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag} {path}: no such file")
-    try:
+    with _config_errors(f"{flag} {path}"):
         cfg.merge_from_file(path)
-    except KeyError as e:
-        raise KeyError(f"{flag} {path}: {e.args[0]}") from e
-    except ValueError as e:
-        raise ValueError(f"{flag} {path}: {e}") from e
-    except AssertionError as e:
-        raise ConfigAssertionError(f"{flag} {path}: {e}") from e
 
 
 def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
@@ -141,14 +149,8 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     if args.config_file:
         _merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
-    try:
+    with _config_errors("KEY VALUE options"):
         cfg.merge_from_list(args.opts or [])
-    except KeyError as e:
-        raise KeyError(f"KEY VALUE options: {e.args[0]}") from e
-    except ValueError as e:
-        raise ValueError(f"KEY VALUE options: {e}") from e
-    except AssertionError as e:
-        raise ConfigAssertionError(f"KEY VALUE options: {e}") from e
     cfg.freeze()
     return cfg
 
