@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the project and to the read-only reference data beside it."""
+"""Shared test fixtures: paths to the project and to the reference data it carries (tests/data)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+REFERENCE_DATA = ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -17,12 +17,9 @@ def project_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The CoOp split files, CoPrompt descriptions and paper tables (tests only, never at run time)."""
-    path = SHARED / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"reference data expected at {path}")
-    return path
+def split_files() -> Path:
+    """Real CoOp split files the project carries for its tests (provenance in tests/data/splits/SOURCES.md)."""
+    return REFERENCE_DATA / "splits"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -14,7 +14,7 @@ from tools import check_data
 
 
 @pytest.fixture(scope="module")
-def dtd_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def dtd_root(tmp_path_factory: pytest.TempPathFactory, split_files: Path) -> Path:
     """A root holding CoOp's real DTD split file and an (empty) file for each of its 5,640 images.
 
     Built once for the module (thousands of files); tests that damage it repair it before returning.
@@ -22,7 +22,7 @@ def dtd_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
     root = tmp_path_factory.mktemp("data")
     dtd = root / "dtd"
     (dtd / "images").mkdir(parents=True)
-    split_file = shared_data / "splits" / "split_zhou_DescribableTextures.json"
+    split_file = split_files / "split_zhou_DescribableTextures.json"
     shutil.copy(split_file, dtd / DescribableTextures.split_filename)
     split = json.loads(split_file.read_text())
     for part in ("train", "val", "test"):

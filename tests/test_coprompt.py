@@ -43,10 +43,10 @@ def test_description_errors_name_the_file_and_class(tmp_path):
     assert load_descriptions(path, ["sea_lion"]) == [["x", "y"]]
 
 
-def test_shipped_digits_and_reference_files_have_uniform_counts(shared_data):
+def test_shipped_digits_and_reference_files_have_uniform_counts():
     digits = load_descriptions(str(ROOT / "datasets/descriptions/digits_prompt.json"), DIGITS)
     assert len({len(d) for d in digits}) == 1 and len(digits[0]) >= 3
-    eurosat_path = shared_data / "descriptions" / "eurosat_prompt.json"
+    eurosat_path = ROOT / "datasets/descriptions/eurosat_prompt.json"
     classes = sorted(json.loads(eurosat_path.read_text()))
     assert {len(d) for d in load_descriptions(str(eurosat_path), classes)} == {10}
 

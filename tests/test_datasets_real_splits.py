@@ -26,12 +26,12 @@ REAL_SPLITS = {
 
 
 @pytest.fixture(scope="module", params=sorted(REAL_SPLITS))
-def real_split(request, tmp_path_factory, shared_data):
+def real_split(request, tmp_path_factory, split_files):
     """(name, root, parsed split JSON) with every listed path present as an empty file."""
     name = request.param
     folder, image_folder = REAL_SPLITS[name][:2]
     root = tmp_path_factory.mktemp(name)
-    split_file = shared_data / "splits" / f"split_zhou_{name}.json"
+    split_file = split_files / f"split_zhou_{name}.json"
     (root / folder).mkdir()
     shutil.copy(split_file, root / folder / split_file.name)
     split = json.loads(split_file.read_text())

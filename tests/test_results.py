@@ -12,15 +12,16 @@ from tests.results_helpers import write_scripts, write_test_log, write_train_log
 from tools import layout, parse_test_res, plan
 from tools.metrics import harmonic_mean, hm_of_means, mean_of_hms, summarize
 from tools.results import collect
+from tools.tables import PAPER_DIR
 
 
-def _paper_rows(shared_data, method):
-    with (shared_data / "paper_tables" / "table1_open_world.csv").open() as f:
+def _paper_rows(method):
+    with (PAPER_DIR / "table1_open_world.csv").open() as f:
         return [r for r in csv.DictReader(f) if r["method"] == method]
 
 
-def test_table1_clip_average_is_mean_of_per_dataset_hm_and_acc(shared_data):
-    rows = _paper_rows(shared_data, "CLIP")
+def test_table1_clip_average_is_mean_of_per_dataset_hm_and_acc():
+    rows = _paper_rows("CLIP")
     per_dataset = [r for r in rows if r["dataset"] != "Average"]
     average = next(r for r in rows if r["dataset"] == "Average")
     assert len(per_dataset) == 11
