@@ -1,7 +1,7 @@
 """Train or evaluate a prompt-learning method on CLIP, with the CoOp/MaPLe/BMIP command line.
 
-    python train.py --root DATA --trainer BMIP --dataset-config-file configs/datasets/eurosat.yaml \
-        --config-file configs/trainers/BMIP/<name>.yaml --output-dir OUT --seed 1 \
+    python train.py --root DATA --trainer BMIP --dataset-config-file configs/datasets/eurosat.yaml \\
+        --config-file configs/trainers/BMIP/<name>.yaml --output-dir OUT --seed 1 \\
         DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
 Config merge order (a later step overrides an earlier one):
@@ -47,7 +47,9 @@ from trainers.config import extend_trainer_cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The docstring is RST for the docs; --help shows it as plain text, line breaks kept.
+    description = __doc__.replace("``", "")
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=str, default="", help="path to the datasets folder (DATASET.ROOT)")
     parser.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
@@ -37,6 +38,7 @@ from engine.utils import (
     save_checkpoint,
     setup_logger,
 )
+from engine.utils.logger import Logger
 
 # ---------------------------------------------------------------- config
 
@@ -317,3 +319,61 @@ def test_worker_numpy_seed_follows_torch_worker_seed():
     drawn = np.random.rand(3)
     np.random.seed(11)
     assert np.array_equal(drawn, np.random.rand(3))
+
+
+class _FakeTerminal:
+    """Two streams (stdout, stderr) drawing on one terminal that understands ``\\r`` and ``\\n``."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.col = 0
+
+    def draw(self, text: str) -> None:
+        assert "\x1b" not in text  # one bar: no cursor movement expected
+        for ch in text:
+            if ch == "\r":
+                self.col = 0
+            elif ch == "\n":
+                self.lines.append("".join(self.current).rstrip())
+                self.current, self.col = [], 0
+            else:
+                if self.col < len(self.current):
+                    self.current[self.col] = ch
+                else:
+                    self.current.append(ch)
+                self.col += 1
+
+    def stream(self):
+        terminal = self
+
+        class Stream(io.StringIO):
+            def write(self, text: str) -> int:
+                terminal.draw(text)
+                return len(text)
+
+            def isatty(self) -> bool:
+                return True
+
+        return Stream()
+
+
+def test_log_lines_never_leave_progress_bar_snapshots_on_a_terminal(tmp_path, monkeypatch):
+    """Per-batch log lines printed while the bar shows: the terminal keeps only the log lines."""
+    from engine.engine.trainer import _progress
+
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal.stream())
+    logger = Logger(str(tmp_path / "log.txt"), console=terminal.stream())
+    bar = _progress(range(3), "epoch 1/1")
+    try:
+        for i in bar:
+            bar.refresh()  # the bar is on screen when the line is printed
+            logger.write(f"epoch [1/1] batch [{i + 1}/3] loss 0.5")
+            logger.write("\n")
+        bar.close()
+    finally:
+        logger.close()
+    assert terminal.lines == [f"epoch [1/1] batch [{i + 1}/3] loss 0.5" for i in range(3)]
+    assert "".join(terminal.current).strip() == ""  # the closed bar (leave=False) is cleared
+    assert (tmp_path / "log.txt").read_text().splitlines() == terminal.lines

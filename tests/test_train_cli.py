@@ -136,3 +136,18 @@ def test_script_end_to_end(data_root, tmp_path):
     log = (out / "log.txt").read_text()
     assert "** System info **" in log and "Finish training" in log and "* accuracy: " in log
     assert done.stdout == log
+
+
+def test_help_is_plain_text_with_the_usage_example_on_its_lines():
+    """``train.py --help``: no RST markup, and the multi-line example keeps its line breaks."""
+    out = subprocess.run(
+        [sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "``" not in out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("python train.py --root DATA"))
+    example = [line.strip() for line in lines[start : start + 3]]
+    assert example[0].startswith("python train.py --root DATA") and example[0].endswith("eurosat.yaml \\")
+    assert example[1].startswith("--config-file configs/trainers/BMIP/") and example[1].endswith("\\")
+    assert example[2] == "DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base"
+    assert "1. engine defaults (engine.config.get_cfg_default);" in out

@@ -173,7 +173,7 @@ class DeepPromptTrainer(TrainerX):
         finally:
             gated.gate_monitor = None
         for tag, value in gated.gate_scalars(monitor).items():
-            self.write_scalar(tag, value, self.epoch + 1)
+            self.write_scalar(tag, value, self.epoch_end_step())
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of the training forward: autocast at ``PREC``'s dtype, or a no-op.

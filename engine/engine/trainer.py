@@ -39,6 +39,7 @@ from engine.utils import (
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
 
 _BEST_FILE = "model-best.pth.tar"
+EPOCH_TAG = "train/epoch"  # 1-based epoch at each epoch's last step: maps TensorBoard steps to epochs
 
 
 def _format_val_result(val_result: float | None) -> str:
@@ -228,8 +229,12 @@ class TrainerBase:
             self._last_finite = (self._step_name(), values)
 
     # ------------------------------------------------------------------ tensorboard
-    def init_writer(self, log_dir: str) -> None:
-        """Create the tensorboard writer once; without the tensorboard package, scalars are dropped."""
+    def init_writer(self, log_dir: str, purge_step: int | None = None) -> None:
+        """Create the tensorboard writer once; without the tensorboard package, scalars are dropped.
+
+        ``purge_step``: a resumed run's first step; TensorBoard then drops the interrupted run's events
+        from that step on, so redone steps are not shown twice.
+        """
         if self._writer is not None:
             return
         try:
@@ -238,7 +243,9 @@ class TrainerBase:
             print("Note: tensorboard is not installed; scalars are not written")
             return
         print(f"Initialize tensorboard (log_dir={log_dir})")
-        self._writer = SummaryWriter(log_dir=log_dir)
+        if purge_step is not None:
+            print(f"TensorBoard: events of the interrupted run from step {purge_step} on are replaced")
+        self._writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
     def close_writer(self) -> None:
         if self._writer is not None:
@@ -381,8 +388,21 @@ class SimpleTrainer(TrainerBase):
             self._restore_best_result(directory)
         writer_dir = os.path.join(self.output_dir, "tensorboard")
         os.makedirs(writer_dir, exist_ok=True)
-        self.init_writer(writer_dir)
+        self.init_writer(writer_dir, self.start_epoch * self.steps_per_epoch() if self.start_epoch > 0 else None)
         self.time_start = time.time()
+
+    def steps_per_epoch(self) -> int:
+        """Training iterations per epoch: the unit of TensorBoard's step axis."""
+        loader = getattr(self, "train_loader_x", None)
+        return max(len(loader), 1) if loader is not None else 1
+
+    def epoch_end_step(self) -> int:
+        """The step of the current epoch's last iteration, where per-epoch scalars (val, gates) are written.
+
+        One step axis for every tag (Dassl put per-epoch values at the epoch number, on the same axis as
+        the iterations), so a resumed run's ``purge_step`` removes exactly the redone epochs' events.
+        """
+        return (self.epoch + 1) * self.steps_per_epoch() - 1
 
     def _restore_best_result(self, directory: str) -> None:
         """After a resume, keep comparing against the best val result saved before the interruption.
@@ -441,7 +461,7 @@ class SimpleTrainer(TrainerBase):
             self.evaluator.process(output, label)
         results = self.evaluator.evaluate()
         for k, v in results.items():
-            self.write_scalar(f"{split}/{k}", v, self.epoch)
+            self.write_scalar(f"{split}/{k}", v, self.epoch_end_step())
         return list(results.values())[0]
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
@@ -497,6 +517,7 @@ class TrainerX(SimpleTrainer):
                 self.write_scalar("train/" + name, meter.avg, n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
+        self.write_scalar(EPOCH_TAG, self.epoch + 1, self.epoch_end_step())
 
     def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)

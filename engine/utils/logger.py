@@ -10,6 +10,8 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
+
 from .tools import mkdir_if_missing
 
 __all__ = ["Logger", "setup_logger"]
@@ -27,15 +29,36 @@ class Logger:
         self.fpath = fpath
         mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
         self.file: TextIO | None = open(fpath, "w")
+        self._pending = ""  # console text after the last newline (terminals only, see _to_console)
 
     def write(self, msg: str) -> int:
-        self.console.write(msg)
+        self._to_console(msg)
         if self.file is not None:
             self.file.write(msg)
             self.file.flush()
         return len(msg)
 
+    def _to_console(self, msg: str) -> None:
+        """On a terminal, whole lines only, each written with the progress bars cleared and redrawn.
+
+        ``print`` writes a line in pieces; drawing the bar between them would leave bar snapshots
+        among the log lines (tqdm's bar lives on stderr, the same terminal).
+        """
+        if not _isatty(self.console):
+            self.console.write(msg)
+            return
+        text = self._pending + msg
+        head, newline, self._pending = text.rpartition("\n")
+        if newline:
+            with tqdm.external_write_mode(file=sys.stderr):
+                self.console.write(head + newline)
+                self.console.flush()
+
     def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, ""
+            with tqdm.external_write_mode(file=sys.stderr):
+                self.console.write(pending)
         self.console.flush()
         if self.file is not None:
             self.file.flush()
@@ -64,6 +87,13 @@ class Logger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
 
 
 def _log_path(output: str) -> str:
