@@ -77,10 +77,13 @@ def extend_cfg(cfg: CN) -> None:
 
     - ``DATASET.SUBSAMPLE_CLASSES``: "all", "base" or "new" (base-to-new generalisation).
     - ``MODEL.INIT_SEED``: torch seed for model initialisation; -1 means "use SEED" (CoOp/MaPLe).
+    - ``DATASET.CHECK_IMAGES``: decode every image header of every split before training (a damaged test
+      image must not surface only after hours of training); False skips the check.
     - ``TRAIN.EARLY_STOPPING``, ``TRAIN.PATIENT_COUNT``, ``TEST.NO_TEST_EARLY``: BMIP's early-stopping
       keys with BMIP's defaults; only trainers that implement early stopping read them.
     """
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.DATASET.CHECK_IMAGES = True
     cfg.MODEL.INIT_SEED = -1
     cfg.TRAIN.EARLY_STOPPING = True
     cfg.TRAIN.PATIENT_COUNT = 3

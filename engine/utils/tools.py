@@ -8,7 +8,7 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ __all__ = [
     "write_json",
     "set_random_seed",
     "read_image",
+    "check_image_headers",
     "collect_env_info",
     "listdir_nohidden",
     "get_most_similar_str_to_a_from_b",
@@ -82,6 +83,28 @@ def read_image(path: str) -> Image.Image:
             return img.convert("RGB")
     except Exception as e:  # PIL raises several types for corrupt files
         raise OSError(f"Cannot read image {path}: {e}") from e
+
+
+def _header_problem(path: str) -> tuple[str, str] | None:
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018  (identifying the format reads the header)
+    except Exception as e:  # PIL raises several types for corrupt files
+        return path, str(e)
+    return None
+
+
+def check_image_headers(paths: Sequence[str], what: str) -> None:
+    """Raise ``OSError`` naming the first image of ``what`` (e.g. "the test split of EuroSAT") that does not
+    decode, and how many others do not.
+
+    Only the header is read (50,000 JPEGs: 1.5-3 s with a warm file cache, 9 s cold; docs/RELIABILITY.md),
+    so a damaged image is reported before training instead of when its split is first evaluated.
+    """
+    bad = [problem for path in paths if (problem := _header_problem(path)) is not None]
+    if bad:
+        (path, reason), more = bad[0], f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise OSError(f"Cannot read image {path}: {reason} ({what}{more}; checked before training)")
 
 
 def collect_env_info() -> str:

@@ -41,9 +41,13 @@ __all__ = [
     "PickledObject",
     "CheckpointError",
     "CheckpointMismatchError",
+    "has_checkpoint",
+    "remove_stray_temp_files",
 ]
 
 _NUMBERED = re.compile(r"^model\.pth\.tar-(\d+)$")
+# The temporary files of _atomic_write: ".<name>.tmp-<pid>".
+_TEMP = re.compile(r"^\..+\.tmp-\d+$")
 
 
 class CheckpointError(ValueError):
@@ -282,6 +286,24 @@ def _resume_candidates(fdir: str) -> list[str]:
     numbered = [(int(m.group(1)), n) for n in os.listdir(fdir) if (m := _NUMBERED.match(n))]
     names += [n for _, n in sorted(numbered, reverse=True) if n not in names]
     return [os.path.join(fdir, n) for n in names if n]
+
+
+def has_checkpoint(fdir: str) -> bool:
+    """Whether ``fdir`` holds anything resume could start from (a pointer or a numbered checkpoint)."""
+    return os.path.isdir(fdir) and bool(_resume_candidates(fdir))
+
+
+def remove_stray_temp_files(fdir: str) -> list[str]:
+    """Delete the temporary files a killed save left in ``fdir`` (never read; see ``_atomic_write``).
+
+    Call it only when no other process writes into ``fdir``: at the start of a run. Returns their names.
+    """
+    if not os.path.isdir(fdir):
+        return []
+    stray = sorted(n for n in os.listdir(fdir) if _TEMP.match(n))
+    for name in stray:
+        os.remove(os.path.join(fdir, name))
+    return stray
 
 
 def resume_from_checkpoint(
