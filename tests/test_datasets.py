@@ -346,9 +346,7 @@ def test_subsample_classes_base_new_all(tmp_path):
         Datum(image(tmp_path / f"{i}.png"), label=y, domain=3, classname=f"c{y}")
         for i, y in enumerate(labels)
     ]
-    test = [Datum(d.impath, label=d.label, classname=d.classname) for d in train] + [
-        Datum(image(tmp_path / "t.png"), label=11, classname="c11")  # not in train: in neither half
-    ]
+    test = [Datum(d.impath, label=d.label, classname=d.classname) for d in train]
     assert subsample_classes(train, test, subsample="all") == (train, test)
     base_train, base_test = subsample_classes(train, test, subsample="base")
     assert [(d.label, d.classname) for d in base_train] == [(0, "c0"), (1, "c2"), (2, "c5"), (1, "c2")]
@@ -358,6 +356,15 @@ def test_subsample_classes_base_new_all(tmp_path):
     assert [(d.label, d.classname) for d in new_test] == [(0, "c7"), (1, "c9")]
     with pytest.raises(ValueError, match="subsample must be one of"):
         subsample_classes(train, subsample="half")
+    # A class with test images but none in train would shift the halves (CoOp splits train's labels): refused.
+    test.append(Datum(image(tmp_path / "t.png"), label=11, classname="c11"))
+    assert subsample_classes(train, test, subsample="all") == (train, test)
+    with pytest.raises(ValueError) as error:
+        subsample_classes(train, test, subsample="new")
+    assert str(error.value) == (
+        "DATASET.SUBSAMPLE_CLASSES new: class(es) 11 (c11) have images in val/test but none in the train split, "
+        "so the base/new halves would shift; check the split file or the image folders"
+    )
 
 
 def expected_fewshot(items, n, seed):

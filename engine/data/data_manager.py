@@ -123,10 +123,8 @@ class DataManager:
     ) -> None:
         dataset = build_dataset(cfg)
         if not dataset.train_x:
-            raise ValueError(
-                f"{cfg.DATASET.NAME}: the train split is empty (DATASET.ROOT {cfg.DATASET.ROOT}, "
-                f"DATASET.SUBSAMPLE_CLASSES {cfg.DATASET.get('SUBSAMPLE_CLASSES', 'all')}); check the split file"
-            )
+            source = getattr(dataset, "split_path", "") or f"the data under DATASET.ROOT {cfg.DATASET.ROOT}"
+            raise ValueError(f"{cfg.DATASET.NAME}: the train split is empty; check {source}")
         dl = cfg.DATALOADER
         for key in ("TRAIN_X", "TRAIN_U", "TEST"):
             if dl[key].BATCH_SIZE < 1:

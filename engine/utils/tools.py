@@ -157,7 +157,8 @@ def check_availability(requested: str, available: Iterable[str]) -> None:
     """Raise ``ValueError`` listing the known names when ``requested`` is not one of them."""
     available = list(available)
     if requested not in available:
-        hint = get_most_similar_str_to_a_from_b(requested, available)
+        same_letters = [name for name in available if name.lower() == requested.lower()]
+        hint = same_letters[0] if same_letters else get_most_similar_str_to_a_from_b(requested, available)
         raise ValueError(
             f'The requested one "{requested}" is not available; did you mean "{hint}"? '
             f"Known: {', '.join(sorted(available))}"

@@ -85,12 +85,35 @@ def _write_text(text: str, fpath: str) -> None:
     _atomic_write(save, fpath)
 
 
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """The ``OSError`` with an errno in ``error``'s chain (torch wraps a failed write in a RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _save_synced(state: dict[str, Any], fpath: str) -> None:
-    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache."""
-    with open(fpath, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache.
+
+    A failed write (a full disk, a quota) raises one ``OSError`` naming the checkpoint, not torch's
+    ``inline_container`` RuntimeError with the reason buried in its context.
+    """
+    try:
+        with open(fpath, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        name = os.path.basename(fpath)
+        target = os.path.join(os.path.dirname(fpath), name[1:].rsplit(".tmp-", 1)[0]) if ".tmp-" in name else fpath
+        error = OSError(f"Cannot write checkpoint {target}: {cause.strerror} (errno {cause.errno})")
+        error.errno = cause.errno
+        raise error from None
 
 
 def get_rng_state() -> dict[str, Any]:
