@@ -9,6 +9,7 @@ EuroSAT folder (2 classes, 3/1/2 images per class) or on Digits.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -381,3 +382,48 @@ def test_empty_train_split_names_the_split_file(tmp_path, micro_clip, capsys):
     assert error_of(argv(root, tmp_path / "out", micro_clip), capsys) == (
         f"EuroSAT: the train split is empty; check {split}"
     )
+
+
+def test_ctrl_c_says_where_it_stopped_and_the_same_command_resumes(eurosat, tmp_path, micro_clip, capsys, monkeypatch):
+    from engine.engine import TrainerX
+
+    out = tmp_path / "out"
+    run = argv(eurosat, out, micro_clip, "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1")
+    real_run_epoch = TrainerX.run_epoch
+
+    def interrupted_in_epoch_2(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        real_run_epoch(self)
+
+    monkeypatch.setattr(TrainerX, "run_epoch", interrupted_in_epoch_2)
+    capsys.readouterr()
+    assert train.run(run) == 130
+    assert capsys.readouterr().err == (
+        "train.py: interrupted at epoch 2/2; re-run the same command to resume from the last checkpoint\n"
+    )
+    log = (out / "log.txt").read_text()
+    # NUM_SHOTS < 1 keeps Dassl's meaning (all images) and says so; the traceback is in the log only.
+    assert "DATASET.NUM_SHOTS is -1: every train and val image is used (Dassl's convention for < 1)\n" in log
+    assert log.rstrip().endswith("KeyboardInterrupt")
+    monkeypatch.setattr(TrainerX, "run_epoch", real_run_epoch)
+    assert train.run(run) == 0
+    log = (out / "log.txt").read_text()
+    assert "Previous epoch: 1" in log and "epoch [2/2] batch [3/3]" in log and "Finish training" in log
+
+
+def test_full_disk_is_one_line_naming_the_checkpoint(eurosat, tmp_path, micro_clip, capsys, monkeypatch):
+    from engine.utils import torchtools
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        """Checkpoint temp files go to /dev/full, where every write fails with ENOSPC."""
+        if ".tmp-" in os.path.basename(str(path)) and "w" in mode:
+            path = "/dev/full"
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(torchtools, "open", full_disk, raising=False)
+    out = tmp_path / "out"
+    assert error_of(argv(eurosat, out, micro_clip), capsys) == (
+        f"Cannot write checkpoint {out / 'prompt_learner' / 'model.pth.tar-1'}: No space left on device (errno 28)"
+    )
+    assert not list((out / "prompt_learner").iterdir())
