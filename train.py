@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import yaml
 from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
@@ -79,10 +80,13 @@ def extend_cfg(cfg: CN) -> None:
 
     - ``DATASET.SUBSAMPLE_CLASSES``: "all", "base" or "new" (base-to-new generalisation).
     - ``MODEL.INIT_SEED``: torch seed for model initialisation; -1 means "use SEED" (CoOp/MaPLe).
+    - ``DATASET.CHECK_IMAGES``: decode every image header of every split before training (a damaged test
+      image must not surface only after hours of training); False skips the check.
     - ``TRAIN.EARLY_STOPPING``, ``TRAIN.PATIENT_COUNT``, ``TEST.NO_TEST_EARLY``: BMIP's early-stopping
       keys with BMIP's defaults; only trainers that implement early stopping read them.
     """
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.DATASET.CHECK_IMAGES = True
     cfg.MODEL.INIT_SEED = -1
     cfg.TRAIN.EARLY_STOPPING = True
     cfg.TRAIN.PATIENT_COUNT = 3
@@ -100,6 +104,11 @@ def _config_errors(source: str) -> Iterator[None]:
     """Re-raise yacs' merge errors with ``source`` (a flag and file, or the KEY VALUE options) in front."""
     try:
         yield
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ValueError(f"{source}: not valid YAML: {problem}{where}") from None
     except KeyError as e:
         raise KeyError(f"{source}: {e.args[0]}") from e
     except ValueError as e:
@@ -151,6 +160,12 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     if args.config_file:
         _merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
+    flags = [o for o in args.opts or [] if o.startswith("--") and o[2:3].isalpha()]
+    if flags:
+        raise ValueError(
+            f"KEY VALUE options: {flags[0]} comes after the KEY VALUE pairs; put every --flag before them "
+            "(everything after the first KEY is read as KEY VALUE pairs)"
+        )
     with _config_errors("KEY VALUE options"):
         cfg.merge_from_list(args.opts or [])
     cfg.freeze()
@@ -176,6 +191,24 @@ def check_names(cfg: CN) -> None:
         check_availability(cfg.DATASET.NAME, known_datasets)
     except ValueError as e:
         raise ValueError(f"Unknown dataset (DATASET.NAME): {e}") from e
+
+
+def check_flags(args: argparse.Namespace, cfg: CN) -> None:
+    """Refuse flags that would be ignored or silently change what runs (Dassl ignored them)."""
+    if not args.eval_only:
+        ignored = [name for name, given in (("--model-dir", args.model_dir), ("--load-epoch", args.load_epoch
+                   is not None), ("--best", args.best)) if given]  # fmt: skip
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} only apply with --eval-only; training resumes from its own --output-dir "
+                "(or from --resume DIR)"
+            )
+    if args.resume and not os.path.isdir(args.resume):
+        raise FileNotFoundError(f"--resume {args.resume}: no such folder (expected a training run's output dir)")
+    if os.path.isfile(cfg.DATASET.ROOT):
+        raise NotADirectoryError(
+            f"DATASET.ROOT (--root) {cfg.DATASET.ROOT} is a file; expected the folder that holds the datasets"
+        )
 
 
 def check_output_dir(path: str) -> None:
@@ -215,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
     check_names(cfg)
+    check_flags(args, cfg)
     check_output_dir(cfg.OUTPUT_DIR)
     logger = setup_logger(cfg.OUTPUT_DIR)
+    trainer = None
     try:
         set_seeds(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
@@ -227,19 +262,41 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         trainer = build_trainer(cfg)
         if args.eval_only:
+            if not args.model_dir and trainer.get_model_names():
+                raise ValueError(
+                    f"--eval-only without --model-dir would evaluate the untrained {cfg.TRAINER.NAME} "
+                    f"({', '.join(trainer.get_model_names())}); pass --model-dir <the training run's output dir>"
+                )
             epoch = None if args.best else args.load_epoch
             trainer.load_model(args.model_dir, epoch=epoch)
             trainer.test()
             return
         if not args.no_train:
             trainer.train()
-    except BaseException:
+    except BaseException as e:
         if logger is not None and logger.file is not None:
             traceback.print_exc(file=logger.file)
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(_interrupted_where(trainer, args)) from e
         raise
     finally:
         if logger is not None:
             logger.close()
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) during a run: ``run`` prints where it stopped instead of the traceback."""
+
+
+def _interrupted_where(trainer: object, args: argparse.Namespace) -> str:
+    if args.eval_only:
+        return "interrupted during the evaluation; re-run the same command to evaluate again"
+    if not hasattr(trainer, "time_start"):  # set when training starts (SimpleTrainer.before_train)
+        return "interrupted before training started; re-run the same command to start"
+    return (
+        f"interrupted at epoch {trainer.epoch + 1}/{trainer.max_epoch}; re-run the same command to resume "
+        "from the last checkpoint"
+    )
 
 
 # Exceptions that report a user's mistake (see the module docstring); anything else is a bug and keeps
@@ -263,6 +320,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     """``main`` for the command line: a user error becomes one message on stderr and exit status 1."""
     try:
         main(argv)
+    except SystemExit as e:  # argparse's usage errors exit with 2; every user error here exits with 1
+        if e.code == 2:
+            return 1
+        raise
+    except Interrupted as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 130
     except USER_ERRORS as e:
         print(f"train.py: error: {error_message(e)}", file=sys.stderr)
         return 1

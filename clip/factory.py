@@ -137,7 +137,13 @@ def build_clip(backbone: str, *, download_root: Optional[str] = None, seed: int 
     if backbone.startswith(RANDOM_PREFIX):
         return _build_random(backbone[len(RANDOM_PREFIX):], seed)
     path = _checkpoint_path(backbone, download_root)
-    model = _from_state_dict(read_state_dict(path))
+    try:
+        model = _from_state_dict(read_state_dict(path))
+    except ValueError as e:
+        raise ValueError(
+            f"CLIP backbone file {path}: {e} (a trained prompt checkpoint such as model.pth.tar-N is loaded "
+            "with --eval-only --model-dir DIR, not as the backbone)"
+        ) from e
     logger.info("Loaded CLIP backbone %s from %s", backbone, path)
     return model
 

@@ -86,13 +86,16 @@ def test_logger_tees_flushes_and_keeps_previous_logs(tmp_path, capsys):
     assert sys.stdout is not logger
     assert "first line" in capsys.readouterr().out
 
-    for _ in range(2):
+    # A new run moves the previous log aside: log.txt is always the latest run, the older ones stay readable.
+    for text in ("second", "third"):
         with setup_logger(str(tmp_path)):
-            print("again")
+            print(text)
     logs = sorted(p.name for p in tmp_path.iterdir())
     assert logs[0] == "log.txt" and len(logs) == 3
     assert all(name.startswith("log.txt-20") for name in logs[1:])
-    assert (tmp_path / "log.txt").read_text() == "first line\n"
+    older = sorted(logs[1:], key=lambda n: (tmp_path / n).stat().st_mtime_ns)
+    assert [(tmp_path / n).read_text().splitlines()[-1] for n in older] == ["first line", "second"]
+    assert (tmp_path / "log.txt").read_text() == f"The previous log of this folder is kept as {older[1]}\nthird\n"
 
     with setup_logger(str(tmp_path / "custom.log")):
         print("x")

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,10 @@ from engine.utils import (
     MetricMeter,
     crash_point,
     get_rng_state,
+    has_checkpoint,
     load_checkpoint,
     load_state_dict_checked,
+    remove_stray_temp_files,
     resume_from_checkpoint,
     save_checkpoint,
     tolist_if_not,
@@ -40,6 +42,22 @@ __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
 
 _BEST_FILE = "model-best.pth.tar"
 EPOCH_TAG = "train/epoch"  # 1-based epoch at each epoch's last step: maps TensorBoard steps to epochs
+
+
+# Scheduler state entries that define the schedule (not the progress along it), also in a warmup's successor.
+_SCHEDULE_KEYS = ("T_max", "eta_min", "step_size", "milestones", "gamma", "warmup_epoch")
+
+
+def _schedule(sched: Any) -> dict[str, Any]:
+    """The schedule-defining entries of ``sched``'s state (``successor.<key>`` for a warmup's successor)."""
+    if sched is None:
+        return {}
+    state = sched.state_dict()
+    found = {k: state[k] for k in _SCHEDULE_KEYS if k in state}
+    successor = state.get("successor")
+    if isinstance(successor, dict):
+        found.update({f"successor.{k}": successor[k] for k in _SCHEDULE_KEYS if k in successor})
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in found.items()}
 
 
 def _format_val_result(val_result: float | None) -> str:
@@ -144,15 +162,36 @@ class TrainerBase:
             )
 
     def resume_model_if_exist(self, directory: str) -> int:
-        """Resume all models from ``directory`` if each has a checkpoint folder; return the start epoch."""
+        """Resume all models from ``directory`` if each has a checkpoint; return the start epoch.
+
+        Temporary files of a save that a kill interrupted are removed first. A folder holding no checkpoint
+        at all (a run killed before, or while, writing its first one) trains from scratch, saying so. A
+        checkpoint whose LR schedule differs from this run's (e.g. another ``OPTIM.MAX_EPOCH``) is refused.
+        """
         names = self.get_model_names()
-        if not all(os.path.exists(os.path.join(directory, name)) for name in names):
-            print("No checkpoint found, train from scratch")
+        folders = {name: os.path.join(directory, name) for name in names}
+        for folder in folders.values():
+            stray = remove_stray_temp_files(folder)
+            if stray:
+                print(f'Removed {len(stray)} temporary file(s) of an interrupted checkpoint save in "{folder}"')
+        present = [name for name in names if has_checkpoint(folders[name])]
+        if not present:
+            if any(os.path.isdir(f) for f in folders.values()):
+                print(f'No complete checkpoint in "{directory}" (killed before its first save?), train from scratch')
+            else:
+                print("No checkpoint found, train from scratch")
             return 0
+        if len(present) < len(names):
+            missing = [name for name in names if name not in present]
+            raise CheckpointError(
+                f'"{directory}" has checkpoints for {present} but none for {missing}; the run cannot be '
+                "resumed consistently. Delete the folder to train from scratch."
+            )
         print(f'Found checkpoint at "{directory}" (will resume training)')
+        planned = {name: _schedule(self._scheds[name]) for name in names}
         epochs = {
             name: resume_from_checkpoint(
-                os.path.join(directory, name),
+                folders[name],
                 self._models[name],
                 self._optims[name],
                 self._scheds[name],
@@ -165,6 +204,16 @@ class TrainerBase:
                 f'The checkpoints in "{directory}" are from different epochs ({epochs}); the run cannot be '
                 "resumed consistently. Delete the newer ones or the whole folder."
             )
+        for name in names:
+            saved = _schedule(self._scheds[name])
+            diffs = [f"{k} {saved.get(k)}, this run {v}" for k, v in planned[name].items() if saved.get(k) != v]
+            if diffs:
+                raise ValueError(
+                    f'Cannot resume "{folders[name]}" (epoch {epochs[name]}): it was trained with another LR '
+                    f"schedule ({'; '.join(diffs)}: another OPTIM.MAX_EPOCH or OPTIM.LR_SCHEDULER setting?). "
+                    "Continuing would follow the old schedule (a finished cosine schedule trains at lr 0). "
+                    "Use a new --output-dir, or repeat the settings the folder was trained with."
+                )
         return epochs[names[-1]]
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
@@ -383,6 +432,13 @@ class SimpleTrainer(TrainerBase):
 
     def before_train(self) -> None:
         directory = self.cfg.RESUME or self.output_dir
+        if self.cfg.RESUME and not any(
+            has_checkpoint(os.path.join(directory, name)) for name in self.get_model_names()
+        ):
+            raise FileNotFoundError(
+                f'RESUME (--resume) "{directory}" holds no checkpoint (expected <folder>/<model name>/checkpoint '
+                f"for {self.get_model_names()}); drop --resume to train from scratch"
+            )
         self.start_epoch = self.resume_model_if_exist(directory)
         if self.start_epoch > 0:
             self._restore_best_result(directory)

@@ -1,6 +1,10 @@
-"""Tee ``sys.stdout`` into ``log.txt`` exactly as Dassl does, with every line flushed to disk.
+"""Tee ``sys.stdout`` into ``log.txt`` as Dassl does, with every line flushed to disk.
 
 Lines are plain ``print`` output with no prefixes: result parsers match them by equality.
+One deviation: a new run into a folder that already has a log moves the old one aside
+(``log.txt-<timestamp>``) and writes ``log.txt`` itself. Dassl did the opposite, so ``log.txt`` stayed the
+interrupted run and every tool that reads it (the scripts' skip-if-done, ``parse_test_res``, tables,
+sweeps) counted a resumed, finished run as unfinished.
 """
 
 from __future__ import annotations
@@ -96,27 +100,32 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def _log_path(output: str) -> str:
-    fpath = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
+def _keep_previous(fpath: str) -> str | None:
+    """Move an existing ``fpath`` to ``fpath-<timestamp>`` (a counter if two runs share a second)."""
     if not os.path.exists(fpath):
-        return fpath
-    # Keep the previous log: append a timestamp (and a counter if two runs share a second).
+        return None
     stamped = fpath + time.strftime("-%Y-%m-%d-%H-%M-%S")
     candidate, n = stamped, 1
     while os.path.exists(candidate):
         candidate = f"{stamped}-{n}"
         n += 1
+    os.replace(fpath, candidate)
     return candidate
 
 
 def setup_logger(output: str | None = None) -> Logger | None:
     """Tee stdout to ``output`` (a .txt/.log file) or ``output/log.txt``; None does nothing.
 
-    An existing log is kept and the new one gets a ``-%Y-%m-%d-%H-%M-%S`` suffix, as in Dassl.
+    An existing log is moved to ``<log>-%Y-%m-%d-%H-%M-%S`` first, and the new log's first line names it,
+    so ``log.txt`` is always the latest run and the older ones stay readable.
     Returns the Logger so callers (``train.py``, tests) can close it and restore stdout.
     """
     if output is None:
         return None
-    logger = Logger(_log_path(output))
+    fpath = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
+    previous = _keep_previous(fpath)
+    logger = Logger(fpath)
     sys.stdout = logger
+    if previous is not None:
+        print(f"The previous log of this folder is kept as {os.path.basename(previous)}")
     return logger

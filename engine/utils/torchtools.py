@@ -41,9 +41,13 @@ __all__ = [
     "PickledObject",
     "CheckpointError",
     "CheckpointMismatchError",
+    "has_checkpoint",
+    "remove_stray_temp_files",
 ]
 
 _NUMBERED = re.compile(r"^model\.pth\.tar-(\d+)$")
+# The temporary files of _atomic_write: ".<name>.tmp-<pid>".
+_TEMP = re.compile(r"^\..+\.tmp-\d+$")
 
 
 class CheckpointError(ValueError):
@@ -81,12 +85,35 @@ def _write_text(text: str, fpath: str) -> None:
     _atomic_write(save, fpath)
 
 
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """The ``OSError`` with an errno in ``error``'s chain (torch wraps a failed write in a RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _save_synced(state: dict[str, Any], fpath: str) -> None:
-    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache."""
-    with open(fpath, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache.
+
+    A failed write (a full disk, a quota) raises one ``OSError`` naming the checkpoint, not torch's
+    ``inline_container`` RuntimeError with the reason buried in its context.
+    """
+    try:
+        with open(fpath, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        name = os.path.basename(fpath)
+        target = os.path.join(os.path.dirname(fpath), name[1:].rsplit(".tmp-", 1)[0]) if ".tmp-" in name else fpath
+        error = OSError(f"Cannot write checkpoint {target}: {cause.strerror} (errno {cause.errno})")
+        error.errno = cause.errno
+        raise error from None
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -282,6 +309,24 @@ def _resume_candidates(fdir: str) -> list[str]:
     numbered = [(int(m.group(1)), n) for n in os.listdir(fdir) if (m := _NUMBERED.match(n))]
     names += [n for _, n in sorted(numbered, reverse=True) if n not in names]
     return [os.path.join(fdir, n) for n in names if n]
+
+
+def has_checkpoint(fdir: str) -> bool:
+    """Whether ``fdir`` holds anything resume could start from (a pointer or a numbered checkpoint)."""
+    return os.path.isdir(fdir) and bool(_resume_candidates(fdir))
+
+
+def remove_stray_temp_files(fdir: str) -> list[str]:
+    """Delete the temporary files a killed save left in ``fdir`` (never read; see ``_atomic_write``).
+
+    Call it only when no other process writes into ``fdir``: at the start of a run. Returns their names.
+    """
+    if not os.path.isdir(fdir):
+        return []
+    stray = sorted(n for n in os.listdir(fdir) if _TEMP.match(n))
+    for name in stray:
+        os.remove(os.path.join(fdir, name))
+    return stray
 
 
 def resume_from_checkpoint(
