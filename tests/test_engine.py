@@ -209,7 +209,7 @@ def test_training_writes_dassl_checkpoint_layout(data_root, tmp_path, capsys):
     assert ckpt["epoch"] == 4 and ckpt["val_result"] is None
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(ckpt["state_dict"][k], v)
-    assert list(ckpt["scheduler"]["successor"]) and "optimizer" not in ckpt["scheduler"]
+    assert list(ckpt["scheduler"]["successor_state"]) and "optimizer" not in ckpt["scheduler"]
     assert any(f.name.startswith("events.out.tfevents") for f in (out / "tensorboard").iterdir())
 
     assert "No checkpoint found, train from scratch" in logged
