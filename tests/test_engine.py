@@ -85,7 +85,7 @@ class EngineToyTrainer(TrainerX):
         self.epoch_lrs.append(self.get_current_lr())
 
     def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
+        image, label, _domain = self.parse_batch_train(batch)  # Dassl's TrainerX returns the domain too
         output = self.model(image)
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)
