@@ -47,6 +47,9 @@ ARCHS: dict[str, dict[str, Any]] = {
     # of 64 so that build_model re-infers the head counts (width // 64) from a saved state dict.
     "tiny": dict(embed_dim=64, image_resolution=224, vision_layers=12, vision_width=192,
                  vision_patch_size=32, transformer_width=128, transformer_heads=2, transformer_layers=12),
+    # Two blocks of width 64 per tower at 32x32 pixels: fast tests of CoOp-style code (no prompt depth).
+    "micro": dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
+                  vision_patch_size=16, transformer_width=64, transformer_heads=1, transformer_layers=2),
 }
 _TEXT_DEFAULTS = dict(context_length=77, vocab_size=49408)
 

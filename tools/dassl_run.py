@@ -11,7 +11,8 @@ win; this project's come last, as a fallback (e.g. its ``Digits`` dataset).
 
 ``--import FILE`` imports a trainer file first (for entry points that import no trainers, like Dassl's
 ``tools/train.py``); a module-level ``extend_cfg(cfg)`` in it is registered as a config hook, so
-``get_cfg_default()`` already holds its keys. Registering a name that one of this project's trainers
+``get_cfg_default()`` already holds its keys. ``--import NAME`` (not a file) imports a module by name,
+e.g. ``--import datasets`` for this project's dataset readers. Registering a name that one of this project's trainers
 holds (``CoOp``) takes the name over, with a note. See docs/DASSL_COMPAT.md.
 """
 
@@ -29,14 +30,19 @@ ENVIRONMENT = {"ENGINE_DASSL_ALIAS": "1", "CLIP_OPENAI_FP16": "1"}
 
 
 def import_file(path: str) -> ModuleType:
-    """Import a trainer file by path (once) and register its ``extend_cfg`` as a config hook."""
+    """Import a trainer file by path (once), or a module by name, and register its ``extend_cfg`` as a
+    config hook."""
     from engine.config import register_cfg_hook
 
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--import {path}: no such file")
-    name = "dassl_client_" + os.path.splitext(os.path.basename(path))[0]
-    module = sys.modules.get(name)
+    if not path.endswith(".py") and not os.path.exists(path):
+        module = importlib.import_module(path)
+        name = path
+    else:
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--import {path}: no such file")
+        name = "dassl_client_" + os.path.splitext(os.path.basename(path))[0]
+        module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)

@@ -76,7 +76,22 @@ def _lookup(cfg: _YacsNode, key: str) -> tuple[bool, Any]:
 
 
 class CfgNode(_YacsNode):
-    """yacs' ``CfgNode`` whose merges first apply the registered value adapters (module docstring)."""
+    """yacs' ``CfgNode`` whose merges first apply the registered value adapters (module docstring).
+
+    Only the root is of this class: its subtrees stay plain yacs nodes, because yacs' type check asks
+    that a merged subtree has exactly the type of the one it meets (trainer files add ``yacs.CfgNode()``).
+    """
+
+    @classmethod
+    def _decode_cfg_value(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # a merged subtree: a plain yacs node, like the one it meets
+            return _YacsNode(value)
+        return super()._decode_cfg_value(value)
+
+    def merge_from_file(self, cfg_filename: str) -> None:
+        with open(cfg_filename) as f:
+            cfg = _YacsNode.load_cfg(f)
+        self.merge_from_other_cfg(cfg)
 
     def merge_from_other_cfg(self, cfg_other: _YacsNode) -> None:
         for node, name, full in _walk(cfg_other):
@@ -97,7 +112,8 @@ class CfgNode(_YacsNode):
 
 def get_cfg_default() -> CfgNode:
     """A fresh copy of the defaults with the registered config hooks applied; callers extend and merge freely."""
-    cfg = CfgNode(cfg_default.clone())
+    cfg = CfgNode()
+    dict.update(cfg, cfg_default.clone())  # plain yacs subtrees (see CfgNode)
     apply_cfg_hooks(cfg)
     return cfg
 
