@@ -79,9 +79,11 @@ def test_repository_train_py_runs_its_coop_and_fp16_cocoop(data_root, clip_cache
 
 def test_dassl_tools_train_py_with_an_imported_trainer_file(data_root, clip_cache, tmp_path):
     """Dassl's generic entry point imports no trainer: ``--import`` brings the file and its extend_cfg."""
+    args = client_args(data_root, tmp_path / "out", "CoOp", "coop.yaml")
+    at = args.index("DATASET.SUBSAMPLE_CLASSES")
+    del args[at : at + 2]  # a key of the CoOp family, not of Dassl
     out = dassl_run("--import", "datasets", "--import", str(CLIENTS / "trainers" / "coop.py"),
-                    str(CLIENTS / "tools" / "train.py"),
-                    *client_args(data_root, tmp_path / "out", "CoOp", "coop.yaml"), cache=clip_cache)
+                    str(CLIENTS / "tools" / "train.py"), *args, cache=clip_cache)
     assert "CTX_INIT=True W=8.0 LOSS.NAME='prograd'" in out
     assert "* accuracy:" in out
 
@@ -124,6 +126,11 @@ def test_outside_registrations_take_built_in_names_but_not_each_others():
     assert registry.get("CoOp") is theirs and not registry.is_builtin("CoOp")
     with pytest.raises(KeyError, match=r'"CoOp" was already registered .*by theirs\.CoOp.*force=True'):
         registry.register(make("CoOp", "third"))
+    first = make("ZeroshotCLIP", "theirs")  # an outside file imported before the built-ins also wins
+    registry.register(first)
+    with registry.builtins():
+        registry.register(make("ZeroshotCLIP", "ours"))
+    assert registry.get("ZeroshotCLIP") is first
 
 
 # ------------------------------------------------------------------------ checkpoints both ways

@@ -11,7 +11,7 @@ win; this project's come last, as a fallback (e.g. its ``Digits`` dataset).
 
 ``--import FILE`` imports a trainer file first (for entry points that import no trainers, like Dassl's
 ``tools/train.py``); a module-level ``extend_cfg(cfg)`` in it is registered as a config hook, so
-``get_cfg_default()`` already holds its keys. ``--import NAME`` (not a file) imports a module by name,
+``get_cfg_default()`` already holds its keys. ``--import NAME`` (not ending in ``.py``) imports a module by name,
 e.g. ``--import datasets`` for this project's dataset readers. Registering a name that one of this project's trainers
 holds (``CoOp``) takes the name over, with a note. See docs/DASSL_COMPAT.md.
 """
@@ -34,7 +34,7 @@ def import_file(path: str) -> ModuleType:
     config hook."""
     from engine.config import register_cfg_hook
 
-    if not path.endswith(".py") and not os.path.exists(path):
+    if not path.endswith(".py"):
         module = importlib.import_module(path)
         name = path
     else:

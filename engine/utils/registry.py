@@ -1,8 +1,8 @@
 """Name -> class registries (trainers, datasets, evaluators), as in Dassl.
 
-A name registered inside :meth:`Registry.builtins` (how this project registers its own trainers) may be
-taken over by a later registration from outside, e.g. the official ``coop.py`` registering ``CoOp``: the
-newcomer wins and a note says so. Two outside registrations of one name still clash, unless the second
+A name registered inside :meth:`Registry.builtins` (how this project registers its own trainers) yields
+to a registration from outside, e.g. the official ``coop.py`` registering ``CoOp``, whichever comes
+first: the outside one wins and a note says so. Two outside registrations of one name still clash, unless the second
 passes ``force=True``.
 """
 
@@ -36,16 +36,21 @@ class Registry:
     def _do_register(self, name: str, obj: Any, force: bool = False) -> None:
         if name in self._obj_map and not force:
             old = self._obj_map[name]
-            if name not in self._builtin or self._registering_builtins:
+            outside_first = self._registering_builtins and name not in self._builtin
+            if outside_first or (name in self._builtin and not self._registering_builtins):
+                kept, other = (old, obj) if outside_first else (obj, old)
+                print(
+                    f'Note: {kept.__module__}.{kept.__qualname__} takes the name "{name}" in the {self._name} '
+                    f"registry from the built-in {other.__module__}.{other.__qualname__} (still importable from there)"
+                )
+                if outside_first:
+                    return
+            else:
                 raise KeyError(
                     f'An object named "{name}" was already registered in "{self._name}" registry '
                     f"(by {old.__module__}.{old.__qualname__}); rename the new one or register it with "
                     "register(force=True) to replace the old one"
                 )
-            print(
-                f'Note: {obj.__module__}.{obj.__qualname__} takes the name "{name}" in the {self._name} registry '
-                f"from the built-in {old.__module__}.{old.__qualname__} (still importable from there)"
-            )
         self._obj_map[name] = obj
         if self._registering_builtins:
             self._builtin.add(name)
