@@ -19,7 +19,7 @@ import trainers.coop  # noqa: F401
 def print_args(args, cfg):
     print("***************\n** Arguments **\n***************")
     for key in sorted(args.__dict__):
-        print("{}: {}".format(key, args.__dict__[key]))
+        print(f"{key}: {args.__dict__[key]}")
     print("************\n** Config **\n************")
     print(cfg)
 

@@ -14,7 +14,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 def print_args(args, cfg):
     print("***************\n** Arguments **\n***************")
     for key in sorted(args.__dict__):
-        print("{}: {}".format(key, args.__dict__[key]))
+        print(f"{key}: {args.__dict__[key]}")
     print("************\n** Config **\n************")
     print(cfg)
 

@@ -152,7 +152,7 @@ class CoOp(TrainerX):
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
-                raise FileNotFoundError('Model not found at "{}"'.format(model_path))
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
             checkpoint = load_checkpoint(model_path)
             state_dict = checkpoint["state_dict"]
             for key in ("token_prefix", "token_suffix"):
