@@ -285,3 +285,62 @@ def test_dassl_files_evaluate_and_resume_with_allow_pickle_and_convert(data_root
         "prompt_learner.ctx"}
     evaluate[evaluate.index(str(dassl_dir))] = str(converted)
     assert train.run(evaluate) == 0
+
+
+# ------------------------------------------------------------------------ Dassl's generic trainer surface
+
+
+def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, tmp_path, capsys):
+    """A semi-supervised trainer in Dassl's shape: TrainerXU, 3-value parse_batch_train, COUNT_ITER."""
+    import datasets  # noqa: F401  (Digits)
+    from engine.data.datasets import DATASET_REGISTRY
+    from engine.engine import TRAINER_REGISTRY, TrainerXU, build_trainer
+
+    digits = DATASET_REGISTRY.get("Digits")
+
+    class DigitsUnlabelled(digits):
+        """Digits whose test images also serve, without labels, as train_u."""
+
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self._train_u = self._test[:6]
+
+    class ToyXU(TrainerXU):
+        def build_model(self):
+            self.model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, self.num_classes)).to(self.device)
+            self.optim = torch.optim.SGD(self.model.parameters(), lr=0.01)
+            self.register_model("model", self.model, self.optim, None)
+            self.seen: list[tuple[int, int]] = []
+
+        def forward_backward(self, batch_x, batch_u):
+            image_x, label, image_u = self.parse_batch_train(batch_x, batch_u)
+            self.seen.append((image_x.shape[0], image_u.shape[0]))
+            entropy = softmax_entropy(self.model(image_u))
+            loss = torch.nn.functional.cross_entropy(self.model(image_x), label) + 0.1 * entropy
+            self.model_backward_and_update(loss)
+            return {"loss": loss.item()}
+
+    DATASET_REGISTRY.register(DigitsUnlabelled)
+    TRAINER_REGISTRY.register(ToyXU)
+    try:
+        cfg = get_cfg_default()
+        train.extend_cfg(cfg)
+        cfg.merge_from_list(["DATASET.NAME", "DigitsUnlabelled", "DATASET.ROOT", str(data_root), "TRAINER.NAME",
+                             "ToyXU", "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
+                             "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1,
+                             "TRAIN.COUNT_ITER", "train_u", "TEST.NO_TEST", True])
+        trainer = build_trainer(cfg)
+        trainer.train()
+        # COUNT_ITER train_u: the unlabelled loader (6 images in batches of 4, the last one dropped) sets
+        # the epoch length, not the 5 labelled batches (20 images); each step gets one batch of each.
+        assert len(trainer.train_loader_x) == 5 and trainer.num_batches == len(trainer.train_loader_u) == 1
+        assert trainer.seen == [(4, 4)]
+        assert "epoch [1/1] batch [1/1]" in capsys.readouterr().out
+    finally:
+        DATASET_REGISTRY.unregister("DigitsUnlabelled")
+        TRAINER_REGISTRY.unregister("ToyXU")
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    probs = logits.softmax(-1)
+    return -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()
