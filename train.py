@@ -40,10 +40,11 @@ from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
-from engine.config import get_cfg_default
+from engine.config import apply_cfg_hooks, get_cfg_default
 from engine.data.datasets import DATASET_REGISTRY
 from engine.engine import TRAINER_REGISTRY, build_trainer
 from engine.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+from engine.utils.torchtools import allow_pickled_checkpoints
 from trainers.config import extend_trainer_cfg
 
 
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (eval-only)")
     parser.add_argument("--best", action="store_true", help="eval-only: load model-best.pth.tar (BMIP flag)")
     parser.add_argument("--no-train", action="store_true", help="build everything but do not train")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read checkpoints written by real Dassl (pickled schedulers): only their tensors and plain values "
+        "are rebuilt, nothing in the file runs; only for files you trust",
+    )
     parser.add_argument("--device", type=str, default="", help='torch device, e.g. "cpu" or "cuda:0" (DEVICE)')
     parser.add_argument(
         "opts", default=None, nargs=argparse.REMAINDER, help="modify config options as KEY VALUE pairs at the end"
@@ -92,6 +99,8 @@ def extend_cfg(cfg: CN) -> None:
     cfg.TRAIN.PATIENT_COUNT = 3
     cfg.TEST.NO_TEST_EARLY = True
     extend_trainer_cfg(cfg)
+    # Last, so that an outside trainer file's own keys (its ``extend_cfg``) replace ours of the same name.
+    apply_cfg_hooks(cfg)
 
 
 class ConfigAssertionError(AssertionError):
@@ -246,6 +255,7 @@ def print_args(args: argparse.Namespace, cfg: CN) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    allow_pickled_checkpoints(args.allow_pickle)
     cfg = setup_cfg(args)
     check_names(cfg)
     check_flags(args, cfg)

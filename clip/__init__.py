@@ -1,6 +1,6 @@
 """One clean CLIP (OpenAI architecture) with per-block prompt hooks; see docs/CLIP.md."""
 
-from .factory import ARCHS, build_clip, build_model, load, openai_layout
+from .factory import ARCHS, OPENAI_FP16_ENV, build_clip, build_model, load, openai_fp16, openai_layout
 from .model import (
     CLIP,
     PRECISIONS,
@@ -16,6 +16,7 @@ from .model import (
     ResidualAttentionBlock,
     Transformer,
     VisionTransformer,
+    convert_weights,
     to_precision,
 )
 from .pretrained import (
@@ -31,6 +32,7 @@ from .transform import OPENAI_MEAN, OPENAI_STD, image_transform
 
 __all__ = [
     "ARCHS",
+    "OPENAI_FP16_ENV",
     "BlockInput",
     "CACHE_ENV_VAR",
     "CLIP",
@@ -53,10 +55,12 @@ __all__ = [
     "available_models",
     "build_clip",
     "build_model",
+    "convert_weights",
     "default_cache_dir",
     "encode",
     "image_transform",
     "load",
+    "openai_fp16",
     "openai_layout",
     "read_state_dict",
     "to_precision",

@@ -157,6 +157,10 @@ class DeepPromptTrainer(TrainerX):
         """Checkpoints hold the trainable tensors only (class buffers and frozen CLIP are rebuilt)."""
         return OrderedDict(self._models[name].trainable_state_dict())
 
+    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) on the device: the official prompt trainers drop Dassl's domain too."""
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the current label space (methods with extra terms override this)."""
         return F.cross_entropy(self.model(images), labels)

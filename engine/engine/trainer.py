@@ -38,7 +38,7 @@ from engine.utils import (
     tolist_if_not,
 )
 
-__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
 _BEST_FILE = "model-best.pth.tar"
 EPOCH_TAG = "train/epoch"  # 1-based epoch at each epoch's last step: maps TensorBoard steps to epochs
@@ -575,5 +575,63 @@ class TrainerX(SimpleTrainer):
             end = time.time()
         self.write_scalar(EPOCH_TAG, self.epoch + 1, self.epoch_end_step())
 
-    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, labels, domains) on the device, as Dassl's TrainerX (prompt trainers override it)."""
+        return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
+
+
+class TrainerXU(SimpleTrainer):
+    """Trains on labelled and unlabelled data together (Dassl's base of its DA and SSL trainers).
+
+    An epoch has ``TRAIN.COUNT_ITER`` batches: as many as the labelled loader (``train_x``), the
+    unlabelled one (``train_u``) or the smaller of the two (``smaller_one``); a loader that runs out
+    first restarts. ``forward_backward(batch_x, batch_u)`` gets one batch of each.
+    """
+
+    def run_epoch(self) -> None:
+        if self.train_loader_u is None:
+            raise ValueError(
+                f"{type(self).__name__} is a TrainerXU and needs unlabelled data (train_loader_u), but the "
+                f"dataset {self.cfg.DATASET.NAME} has no train_u split"
+            )
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        sizes = {"train_x": len(self.train_loader_x), "train_u": len(self.train_loader_u)}
+        count_iter = self.cfg.TRAIN.COUNT_ITER
+        if count_iter == "smaller_one":
+            self.num_batches = min(sizes.values())
+        elif count_iter in sizes:
+            self.num_batches = sizes[count_iter]
+        else:
+            raise ValueError(f'TRAIN.COUNT_ITER must be train_x, train_u or smaller_one, got "{count_iter}"')
+        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
+        for batch_idx in range(self.num_batches):
+            self.batch_idx = batch_idx
+            try:
+                batch_x = next(iter_x)
+            except StopIteration:
+                iter_x = iter(self.train_loader_x)
+                batch_x = next(iter_x)
+            try:
+                batch_u = next(iter_u)
+            except StopIteration:
+                iter_u = iter(self.train_loader_u)
+                batch_u = next(iter_u)
+            loss_summary = self.forward_backward(batch_x, batch_u)
+            self._note_finite_step(loss_summary)
+            losses.update(loss_summary)
+            if (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0 or self.num_batches < self.cfg.TRAIN.PRINT_FREQ:
+                print(
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
+                    f"{losses} lr {self.get_current_lr():.4e}"
+                )
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+    def parse_batch_train(
+        self, batch_x: dict[str, Any], batch_u: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(labelled images, labels, unlabelled images) on the device, as Dassl's TrainerXU."""
+        return batch_x["img"].to(self.device), batch_x["label"].to(self.device), batch_u["img"].to(self.device)

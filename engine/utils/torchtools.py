@@ -39,6 +39,7 @@ __all__ = [
     "set_rng_state",
     "load_state_dict_checked",
     "PickledObject",
+    "allow_pickled_checkpoints",
     "CheckpointError",
     "CheckpointMismatchError",
     "has_checkpoint",
@@ -229,14 +230,28 @@ _tensor_only_pickle.load = lambda f, **kw: _TensorOnlyUnpickler(f, **kw).load() 
 _UNREADABLE = (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError)
 
 
-def load_checkpoint(fpath: str, allow_pickle: bool = False) -> Any:
+# The default of ``load_checkpoint(allow_pickle=None)``: False unless a run opts in for trusted files
+# (``train.py --allow-pickle``), which then reaches trainer files that call ``load_checkpoint(path)``.
+_ALLOW_PICKLE_DEFAULT = False
+
+
+def allow_pickled_checkpoints(allow: bool = True) -> None:
+    """Let every ``load_checkpoint`` call that does not choose read real-Dassl files (trusted files only)."""
+    global _ALLOW_PICKLE_DEFAULT
+    _ALLOW_PICKLE_DEFAULT = bool(allow)
+
+
+def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
     """Load a checkpoint onto the GPU when available, else the CPU.
 
     Ours load with ``weights_only=True``. Checkpoints written by real Dassl pickle scheduler and
     optimizer objects: they load only with ``allow_pickle=True``, which rebuilds the tensors and plain
     values and turns every other object into an inert :class:`PickledObject` (nothing in the file is
-    imported or executed). A damaged file raises :class:`CheckpointError` naming it.
+    imported or executed). ``None`` takes the run's choice (:func:`allow_pickled_checkpoints`, False
+    by default). A damaged file raises :class:`CheckpointError` naming it.
     """
+    if allow_pickle is None:
+        allow_pickle = _ALLOW_PICKLE_DEFAULT
     if fpath is None:
         raise ValueError("load_checkpoint: the file path is None")
     if not os.path.exists(fpath):
@@ -258,8 +273,8 @@ def load_checkpoint(fpath: str, allow_pickle: bool = False) -> Any:
             raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
         raise pickle.UnpicklingError(
             f'"{fpath}" holds pickled Python objects ({found.group(1)}), not only tensors and plain values: '
-            "a checkpoint written by real Dassl? Load it with load_checkpoint(path, allow_pickle=True), "
-            "which reads only its tensors and plain values"
+            "a checkpoint written by real Dassl? If you trust the file, pass --allow-pickle to train.py (or call "
+            "load_checkpoint(path, allow_pickle=True)), which reads only its tensors and plain values"
         ) from e
     except _UNREADABLE as e:
         raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
@@ -276,7 +291,12 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], str
 
     Non-strict loading serves checkpoints that hold only the trainable tensors. A checkpoint of another
     method or configuration raises :class:`CheckpointError` naming the file and the offending tensors.
+    A model with a ``translate_state_dict(state_dict)`` method (one that reads another repository's key
+    layout, e.g. the official CoOp's) has it applied first, so the checks see its own names.
     """
+    translate = getattr(model, "translate_state_dict", None)
+    if translate is not None:
+        state_dict = translate(state_dict)
     own = model.state_dict()
     mismatched = [
         f"{k} (checkpoint {list(v.shape)}, model {list(own[k].shape)})"
@@ -374,7 +394,7 @@ def resume_from_checkpoint(
     return start_epoch
 
 
-def load_pretrained_weights(model: nn.Module, weight_path: str, allow_pickle: bool = False) -> None:
+def load_pretrained_weights(model: nn.Module, weight_path: str, allow_pickle: bool | None = None) -> None:
     """Copy the weights whose name and shape match the model; report what was discarded."""
     checkpoint = load_checkpoint(weight_path, allow_pickle=allow_pickle)
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
