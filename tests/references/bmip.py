@@ -80,22 +80,19 @@ def _gated(
     return cm.replace_rows(x, start, weight * own + (1 - weight) * foreign)
 
 
-def bmip_features(
-    case: Case, prefix: str, n_ctx: int, depth: int, ctx_init: str, vision_own: str = "ctx_v"
-) -> tuple[Tensor, Tensor]:
+def bmip_features(case: Case, prefix: str, n_ctx: int, depth: int, ctx_init: str) -> tuple[Tensor, Tensor]:
     """Raw prompted (image, text) features of BMIP's gated prompts whose tensors are ``<prefix>.*``.
 
-    ``vision_own`` names the shared vision prompt tensor (``ctx_v``) so that a caller can point it at
-    another copy of the same values."""
+    A shared vision prompt is ``ctx_v``, or the per-block Parameters the release makes of it (aliases
+    or copies, TRAINER.BMIP.SHARED_VISION_PROMPT), each then its own leaf here."""
     w, p, mode = case.clip, case.params, mode_of(case.cfg)
     n_vision = depth - 1
     n_text = depth - 1 - mode.text_offset
     texts = [p[f"{prefix}.compound_prompts_text.{k}"] for k in range(n_vision)]
 
-    def own_v(k: int) -> Tensor:
-        return (
-            p[f"{prefix}.{vision_own}"] if mode.share_visual else p[f"{prefix}.compound_prompts_visual.{k}"]
-        )
+    def own_v(k: int) -> Tensor:  # per block when not shared, and the release's aliases or copies
+        per_block = f"{prefix}.compound_prompts_visual.{k}"
+        return p[per_block] if per_block in p else p[f"{prefix}.ctx_v"]
 
     def f_v(k: int) -> Tensor:
         name = "single_layer_t" if mode.share_text else f"compound_prompt_projections_t.{k}"
@@ -137,6 +134,14 @@ def bmip(case: Case) -> Expected:
 REFERENCES = {
     "BMIP": [
         Reference(bmip, "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml", name="released"),
+        Reference(
+            bmip, "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml", name="released_aliased",
+            opts=("TRAINER.BMIP.SHARED_VISION_PROMPT", "aliased"),
+        ),  # fmt: skip
+        Reference(
+            bmip, "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml", name="released_tied",
+            opts=("TRAINER.BMIP.SHARED_VISION_PROMPT", "tied"),
+        ),  # fmt: skip
         Reference(bmip, "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2_paper.yaml", name="paper"),
         Reference(
             bmip,
