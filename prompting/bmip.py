@@ -222,6 +222,16 @@ class BMIPPrompts(nn.Module):
         )
         # Set by the trainer for the training steps of an epoch: records every applied mixing weight.
         self.gate_monitor: Optional[GateMonitor] = None
+        # Parameter (= optimiser) order of the release, created above in the order that fixes the initial
+        # values: ctx_t, ctx_v, then proj_t, vision prompts, F_l, text prompts, F_v, vision and text gates.
+        release_order = (
+            "proj_t", "compound_prompts_visual", "single_layer_v", "compound_prompt_projections_v",
+            "compound_prompts_text", "single_layer_t", "compound_prompt_projections_t", "gates_v", "gates_t",
+        )  # fmt: skip
+        self._modules = {
+            **{name: self._modules[name] for name in release_order if name in self._modules},
+            **{name: m for name, m in self._modules.items() if name not in release_order},
+        }
 
     @property
     def gated(self) -> bool:
