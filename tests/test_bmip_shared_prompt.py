@@ -214,3 +214,13 @@ def test_aliases_survive_dtype_and_device_moves_and_count_once():
     assert model.count_trainable() == tied.count_trainable()
     with pytest.raises(ValueError, match="SHARED_VISION_PROMPT must be one of"):
         resolve_bmip_options("released", shared_vision_prompt="shared")
+
+
+def test_a_one_tensor_checkpoint_starts_every_copy(backbone):
+    """Checkpoints of tied/aliased runs (one ctx_v) load into the released copies: every block starts from it."""
+    tied = _model(backbone, "tied")
+    copies = _model(backbone, "copies")
+    copies.load_state_dict(tied.trainable_state_dict())
+    for p in copies.prompt_learner.compound_prompts_visual:
+        assert torch.equal(p, tied.prompt_learner.ctx_v)
+    assert not hasattr(copies.prompt_learner, "ctx_v")  # released layer 0 is proj_t(ctx_t)
