@@ -16,6 +16,7 @@ from .model import (
     ResidualAttentionBlock,
     Transformer,
     VisionTransformer,
+    at_least_fp32,
     convert_weights,
     to_precision,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "ResidualAttentionBlock",
     "Transformer",
     "VisionTransformer",
+    "at_least_fp32",
     "_MODELS",
     "_download",
     "available_models",

@@ -16,17 +16,28 @@ own ``trim_text``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clip import at_least_fp32
+
 from .deep import TEXT, VISION, PromptPlan, prompt_hook
 from .text import assemble_prompts, tokenize_class_prompts
 
-__all__ = ["PromptedCLIP"]
+__all__ = ["PromptedCLIP", "distinct_parameters"]
+
+
+def distinct_parameters(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    """``params`` with each storage once: Parameters that view the same memory with the same shape (BMIP's
+    aliased shared prompt) are one tensor. Meta tensors (no memory) count by identity."""
+    seen: dict[object, nn.Parameter] = {}
+    for p in params:
+        seen.setdefault((p.data_ptr(), p.shape) if p.data_ptr() else id(p), p)
+    return list(seen.values())
 
 
 class PromptedCLIP(nn.Module):
@@ -60,7 +71,7 @@ class PromptedCLIP(nn.Module):
 
     # ---- features ----------------------------------------------------------------------------------
     def encode_text(self, plan: PromptPlan) -> Tensor:
-        """Normalised class features (C, embed_dim) in fp32 for the current label space."""
+        """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), of the current label space."""
         if plan.text_ctx is None:
             features = self.clip.encode_text(self.token_ids)
         else:
@@ -69,15 +80,15 @@ class PromptedCLIP(nn.Module):
             features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
         if plan.text_head is not None:
             features = plan.text_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
-        """Normalised image features (N, embed_dim) in fp32."""
+        """Normalised image features (N, embed_dim), fp32 (fp64 in an fp64 model)."""
         hook = prompt_hook(plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections)
         features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
         if plan.image_head is not None:
             features = plan.image_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def text_features(self, plan: PromptPlan) -> Tensor:
         reusable = self.cache_text and (
@@ -99,7 +110,7 @@ class PromptedCLIP(nn.Module):
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         """exp(logit_scale) * cosine, for normalised features."""
-        return self.clip.logit_scale.exp().float() * image @ text.t()
+        return self.clip.logit_scale.exp().to(image.dtype) * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (N, C) = exp(logit_scale) * cos(image, class)."""
@@ -138,9 +149,4 @@ class PromptedCLIP(nn.Module):
 
     def count_trainable(self) -> int:
         """Number of trainable parameters (each tensor once), all of which the forward pass uses."""
-        seen, total = set(), 0
-        for param in self.parameters():
-            if param.requires_grad and id(param) not in seen:
-                seen.add(id(param))
-                total += param.numel()
-        return total
+        return sum(p.numel() for p in distinct_parameters(self.parameters()) if p.requires_grad)

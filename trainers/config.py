@@ -49,7 +49,7 @@ def add_coop_cfg(cfg: CN) -> None:
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
     cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainers/base.py)
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp, amp_bf16, fp64 (trainers/base.py)
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # middle, end, front
 
 
@@ -66,7 +66,7 @@ def add_vpt_cfg(cfg: CN) -> None:
     cfg.TRAINER.VPT = CN()
     cfg.TRAINER.VPT.N_CTX_VISION = 2  # prompt tokens per vision block
     cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # the fixed text prompt "<CTX_INIT> <class>."
-    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainable tensors are always fp32)
+    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainable tensors fp32), fp64 (all fp64)
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # blocks 0..J-1 get prompts (1 = input only)
 
 
@@ -114,6 +114,10 @@ def add_bmip_cfg(cfg: CN) -> None:
     cfg.TRAINER.BMIP.GATE_ACT = None  # sigmoid | none
     cfg.TRAINER.BMIP.DETACH_ATTN = None  # True | False
     cfg.TRAINER.BMIP.ADD_MODE = None  # lists | sum (CONNECT_METHOD add)
+    # With SHARE.SHARE_PARAMETER_VISUAL True: tied (one tensor, paper) | aliased (the release on CPU: one
+    # optimiser entry per block over one storage) | copies (the release on a GPU: one tensor per block,
+    # all starting equal). docs/BMIP.md, "Shared vision prompt".
+    cfg.TRAINER.BMIP.SHARED_VISION_PROMPT = None
     # Early stopping as released: reset patience on any gain, stop after TRAIN.PATIENT_COUNT epochs
     # without one once this many epochs ran, save model-best only for a gain above BEST_MIN_DELTA points.
     cfg.TRAINER.BMIP.EARLY_STOP_MIN_EPOCH = 6
