@@ -6,7 +6,8 @@ batch-first token tensor ``x`` (N, L, D); a returned tensor replaces ``x``. Bloc
 ``F.scaled_dot_product_attention``; ``ResidualAttentionBlock.attention_probs`` recomputes the
 head-averaged attention probabilities on demand for methods (BMIP) that gate on them. A hook that probed a
 block and then replaced a few rows may return a :class:`BlockInput` carrying the probe's projections with
-those rows re-projected, so the block does not project the whole sequence a second time.
+those rows re-projected, so the block does not project the whole sequence a second time; the same
+:class:`BlockInput` carries an adapted projection (LoRA) or a residual added after the block (MMA).
 
 Parameter and buffer names are OpenAI's exactly, so OpenAI and open_clip state dicts load unchanged.
 """
@@ -76,11 +77,14 @@ class Probed(NamedTuple):
 
 
 class BlockInput(NamedTuple):
-    """What a hook may return instead of a tensor: the tokens and their already computed projection
-    (a :class:`Projection`, or a :class:`PrefixedProjection` from a probe of non-causal attention)."""
+    """What a hook may return instead of a tensor: the tokens, optionally their already computed (or
+    adapted: LoRA) projection (a :class:`Projection`, or a :class:`PrefixedProjection` from a probe of
+    non-causal attention), and optionally a ``residual`` added to the block's output (MMA's adapters,
+    which read the block input and write after the block)."""
 
     x: Tensor
-    projection: Union[Projection, PrefixedProjection]
+    projection: Union[Projection, PrefixedProjection, None]
+    residual: Optional[Tensor] = None
 
 
 Hook = Callable[[int, Tensor, "ResidualAttentionBlock"], Union[Tensor, BlockInput, None]]
@@ -354,6 +358,8 @@ class Transformer(nn.Module):
             replaced = None if hook is None else hook(index, x, block)
             if isinstance(replaced, BlockInput):
                 x = block(replaced.x, replaced.projection)
+                if replaced.residual is not None:
+                    x = x + replaced.residual.to(x.dtype)
                 continue
             if replaced is not None:
                 x = replaced

@@ -32,8 +32,16 @@ __all__ = ["PromptedCLIP"]
 class PromptedCLIP(nn.Module):
     """Frozen ``clip_model`` + trainable ``prompt_learner`` over a label space ``classnames``."""
 
-    def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module, classnames: Sequence[str]) -> None:
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        prompt_learner: nn.Module,
+        classnames: Sequence[str],
+        fixed_logit_scale: Optional[float] = None,
+    ) -> None:
+        """``fixed_logit_scale`` replaces ``exp(clip.logit_scale)`` (CLIP-LoRA's constant 100)."""
         super().__init__()
+        self.fixed_logit_scale = fixed_logit_scale
         for param in clip_model.parameters():
             param.requires_grad_(False)
         self.clip = clip_model
@@ -47,7 +55,9 @@ class PromptedCLIP(nn.Module):
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """(Re)build the class-dependent frozen buffers; they are never saved in checkpoints."""
         learner = self.prompt_learner
-        prompts = tokenize_class_prompts(self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx)
+        prompts = tokenize_class_prompts(
+            self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx, getattr(learner, "template", None)
+        )
         self.classnames = list(classnames)
         self.register_buffer("token_ids", prompts.token_ids, persistent=False)
         self.register_buffer("token_prefix", prompts.prefix, persistent=False)
@@ -61,11 +71,14 @@ class PromptedCLIP(nn.Module):
     # ---- features ----------------------------------------------------------------------------------
     def encode_text(self, plan: PromptPlan) -> Tensor:
         """Normalised class features (C, embed_dim) in fp32 for the current label space."""
-        if plan.text_ctx is None:
-            features = self.clip.encode_text(self.token_ids)
+        hook = prompt_hook(
+            plan.text_layers, TEXT, self.eot_indices,
+            residuals=plan.text_residuals, projections=plan.text_projections,
+        )  # fmt: skip
+        if plan.text_ctx is None:  # fixed hand-written prompts (VPT), maybe with adapted blocks (MMA, LoRA)
+            features = self.clip.encode_text(self.token_ids, hook=hook)
         else:
             x = assemble_prompts(self.token_prefix, plan.text_ctx, self.token_suffix)
-            hook = prompt_hook(plan.text_layers, TEXT, self.eot_indices)
             features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
         if plan.text_head is not None:
             features = plan.text_head(features)
@@ -73,7 +86,10 @@ class PromptedCLIP(nn.Module):
 
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
         """Normalised image features (N, embed_dim) in fp32."""
-        hook = prompt_hook(plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections)
+        hook = prompt_hook(
+            plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections,
+            residuals=plan.vision_residuals, projections=plan.vision_projections,
+        )  # fmt: skip
         features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
         if plan.image_head is not None:
             features = plan.image_head(features)
@@ -99,6 +115,8 @@ class PromptedCLIP(nn.Module):
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         """exp(logit_scale) * cosine, for normalised features."""
+        if self.fixed_logit_scale is not None:
+            return self.fixed_logit_scale * image @ text.t()
         return self.clip.logit_scale.exp().float() * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:

@@ -2,12 +2,15 @@
 
 from . import (  # noqa: F401
     bmip,
+    clip_lora,
     cocoop,
     coop,
     coprompt,
     coprompt_bmip,
     ivlp,
     maple,
+    mma,
+    mma_bmip,
     promptsrc,
     promptsrc_bmip,
     vpt,

@@ -22,6 +22,8 @@ __all__ = [
     "add_maple_cfg",
     "add_promptsrc_cfg",
     "add_vpt_cfg",
+    "add_mma_cfg",
+    "add_clip_lora_cfg",
     "extend_trainer_cfg",
 ]
 
@@ -159,6 +161,37 @@ def add_coprompt_cfg(cfg: CN) -> None:
     cfg.TRAINER.DISTILL = "cosine"  # cosine | mse
 
 
+def add_mma_cfg(cfg: CN) -> None:
+    """MMA (and MMA_BMIP): ``TRAINER.MMADAPTER``; defaults of the release's train.py (docs/METHODS.md)."""
+    cfg.TRAINER.MMADAPTER = CN()
+    cfg.TRAINER.MMADAPTER.TEXT_CTX_INIT = ""  # class prompts "<TEXT_CTX_INIT> <class>."
+    cfg.TRAINER.MMADAPTER.PREC = "amp"  # fp16, fp32, amp, amp_bf16
+    cfg.TRAINER.MMADAPTER.ADAPTER_START = 4  # first adapted block, 1-based
+    cfg.TRAINER.MMADAPTER.ADAPTER_END = 12  # last adapted block, 1-based
+    cfg.TRAINER.MMADAPTER.ADAPTER_DIM = 32  # bottleneck width (= the shared projection's width)
+    cfg.TRAINER.MMADAPTER.ADAPTER_SCALE = 0.1  # s in out = block(x) + s * adapter(x)
+    # True (released): the adapters' parameters get their gradient divided by ADAPTER_SCALE.
+    cfg.TRAINER.MMADAPTER.GRAD_RESCALE = True
+
+
+def add_clip_lora_cfg(cfg: CN) -> None:
+    """CLIP-LoRA: ``TRAINER.CLIP_LORA``; defaults of the release's run_utils.py (docs/METHODS.md)."""
+    cfg.TRAINER.CLIP_LORA = CN()
+    cfg.TRAINER.CLIP_LORA.PREC = "amp"  # fp16, fp32, amp, amp_bf16 (the release trains under fp16 autocast)
+    cfg.TRAINER.CLIP_LORA.ENCODER = "both"  # text | vision | both
+    cfg.TRAINER.CLIP_LORA.POSITION = "all"  # blocks: all, bottom, mid, up, half-up, half-bottom, top3
+    cfg.TRAINER.CLIP_LORA.PARAMS = ["q", "k", "v"]  # adapted attention projections
+    cfg.TRAINER.CLIP_LORA.R = 2  # rank
+    cfg.TRAINER.CLIP_LORA.ALPHA = 1.0
+    cfg.TRAINER.CLIP_LORA.DROPOUT_RATE = 0.25  # dropout on the LoRA input, training only
+    cfg.TRAINER.CLIP_LORA.RANK_SCALING = "sqrt_rank"  # sqrt_rank: alpha / sqrt(r) (released) | rank: alpha / r
+    # Training length in iterations per shot (the release runs N_ITERS * NUM_SHOTS iterations with a
+    # per-iteration cosine schedule); 0 = OPTIM.MAX_EPOCH epochs with the engine's per-epoch schedule.
+    cfg.TRAINER.CLIP_LORA.N_ITERS = 500
+    cfg.TRAINER.CLIP_LORA.ETA_MIN = 1e-6  # the per-iteration cosine schedule's final LR
+    cfg.TRAINER.CLIP_LORA.LOGIT_SCALE = 100.0  # the release's fixed logit scale; 0 = exp(CLIP's logit_scale)
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -169,6 +202,8 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_bmip_cfg,
     add_promptsrc_cfg,
     add_coprompt_cfg,
+    add_mma_cfg,
+    add_clip_lora_cfg,
 ]
 
 
