@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clip import at_least_fp32
+
 from .deep import TEXT, VISION, PromptPlan, prompt_hook
 from .text import assemble_prompts, tokenize_class_prompts
 
@@ -70,7 +72,7 @@ class PromptedCLIP(nn.Module):
 
     # ---- features ----------------------------------------------------------------------------------
     def encode_text(self, plan: PromptPlan) -> Tensor:
-        """Normalised class features (C, embed_dim) in fp32 for the current label space."""
+        """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), of the current label space."""
         hook = prompt_hook(
             plan.text_layers, TEXT, self.eot_indices,
             residuals=plan.text_residuals, projections=plan.text_projections,
@@ -82,10 +84,10 @@ class PromptedCLIP(nn.Module):
             features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
         if plan.text_head is not None:
             features = plan.text_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
-        """Normalised image features (N, embed_dim) in fp32."""
+        """Normalised image features (N, embed_dim), fp32 (fp64 in an fp64 model)."""
         hook = prompt_hook(
             plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections,
             residuals=plan.vision_residuals, projections=plan.vision_projections,
@@ -93,7 +95,7 @@ class PromptedCLIP(nn.Module):
         features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
         if plan.image_head is not None:
             features = plan.image_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def text_features(self, plan: PromptPlan) -> Tensor:
         reusable = self.cache_text and (
@@ -117,7 +119,7 @@ class PromptedCLIP(nn.Module):
         """exp(logit_scale) * cosine, for normalised features."""
         if self.fixed_logit_scale is not None:
             return self.fixed_logit_scale * image @ text.t()
-        return self.clip.logit_scale.exp().float() * image @ text.t()
+        return self.clip.logit_scale.exp().to(image.dtype) * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (N, C) = exp(logit_scale) * cos(image, class)."""
