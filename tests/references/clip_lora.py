@@ -72,7 +72,9 @@ def clip_lora(case: Case) -> Expected:
         v = lora_block(case, "visual.transformer", i, v, False, "vision_lora")
     image = _ln(w, "visual.ln_post", v[:, 0]) @ w["visual.proj"]
 
-    logits = case.cfg.TRAINER.CLIP_LORA.LOGIT_SCALE * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+    logits = (
+        case.cfg.TRAINER.CLIP_LORA.LOGIT_SCALE * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+    )
     return Expected(logits, F.cross_entropy(logits, case.labels))
 
 
@@ -82,8 +84,16 @@ REFERENCES = {
         Reference(
             clip_lora,
             "configs/trainers/CLIPLoRA/vit_b16.yaml",
-            opts=("TRAINER.CLIP_LORA.DROPOUT_RATE", "0.0", "TRAINER.CLIP_LORA.RANK_SCALING", "rank",
-                  "TRAINER.CLIP_LORA.PARAMS", "['q', 'v']", "TRAINER.CLIP_LORA.R", "3"),
+            opts=(
+                "TRAINER.CLIP_LORA.DROPOUT_RATE",
+                "0.0",
+                "TRAINER.CLIP_LORA.RANK_SCALING",
+                "rank",
+                "TRAINER.CLIP_LORA.PARAMS",
+                "['q', 'v']",
+                "TRAINER.CLIP_LORA.R",
+                "3",
+            ),
             name="no_dropout_rank_scaling_qv_r3",
         ),  # fmt: skip
     ],

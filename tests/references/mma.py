@@ -46,7 +46,9 @@ def run_tower(
     return x
 
 
-def text_features(w: dict[str, Tensor], x: Tensor, eot: Tensor, before: cm.BeforeBlock, residual: Residual) -> Tensor:
+def text_features(
+    w: dict[str, Tensor], x: Tensor, eot: Tensor, before: cm.BeforeBlock, residual: Residual
+) -> Tensor:
     x = x + w["positional_embedding"][: x.shape[1]]
     x = _ln(w, "ln_final", run_tower(w, "transformer", x, True, before, residual))
     return x[torch.arange(x.shape[0]), eot] @ w["text_projection"]
@@ -80,9 +82,16 @@ def adapters(case: Case, prefix: str) -> tuple[Residual, Residual]:
             if not c.ADAPTER_START <= layer <= c.ADAPTER_END:
                 return None
             h = _ln(w, f"{tower}.resblocks.{i}.ln_1", x)
-            h = F.relu(h @ param(f"{tower_params}.{layer}.down.0.weight").t() + param(f"{tower_params}.{layer}.down.0.bias"))
-            h = F.relu(h @ param(f"shared_adapter.{layer}.0.weight").t() + param(f"shared_adapter.{layer}.0.bias"))
-            return s * (h @ param(f"{tower_params}.{layer}.up.weight").t() + param(f"{tower_params}.{layer}.up.bias"))
+            h = F.relu(
+                h @ param(f"{tower_params}.{layer}.down.0.weight").t()
+                + param(f"{tower_params}.{layer}.down.0.bias")
+            )
+            h = F.relu(
+                h @ param(f"shared_adapter.{layer}.0.weight").t() + param(f"shared_adapter.{layer}.0.bias")
+            )
+            return s * (
+                h @ param(f"{tower_params}.{layer}.up.weight").t() + param(f"{tower_params}.{layer}.up.bias")
+            )
 
         return f
 
@@ -92,7 +101,10 @@ def adapters(case: Case, prefix: str) -> tuple[Residual, Residual]:
 def mma(case: Case) -> Expected:
     w, c = case.clip, case.cfg.TRAINER.MMADAPTER
     prefix = c.TEXT_CTX_INIT.strip()
-    texts = [f"{prefix} {name.replace('_', ' ')}." if prefix else f"{name.replace('_', ' ')}." for name in case.classnames]
+    texts = [
+        f"{prefix} {name.replace('_', ' ')}." if prefix else f"{name.replace('_', ' ')}."
+        for name in case.classnames
+    ]
     x, eot = cm.class_prompt_embeddings(w, texts)
     text_res, vision_res = adapters(case, "prompt_learner")
     text = text_features(w, x, eot, None, text_res)
@@ -107,7 +119,9 @@ def mma_bmip(case: Case) -> Expected:
     pre = "prompt_learner.prompts"
     p = case.params
     n_vision, n_text = b.PROMPT_DEPTH - 1, b.PROMPT_DEPTH - 1 - mode.text_offset
-    assert mode.share_visual and mode.share_text and not mode.own_first, "this reference covers the released sharing"
+    assert mode.share_visual and mode.share_text and not mode.own_first, (
+        "this reference covers the released sharing"
+    )
     texts = [p[f"{pre}.compound_prompts_text.{k}"] for k in range(n_vision)]
     own_v = p[f"{pre}.ctx_v"]
     x, eot = cm.prompted_classes(w, b.CTX_INIT, case.classnames, p[f"{pre}.ctx_t"])
