@@ -411,8 +411,15 @@ class VisionTransformer(nn.Module):
         return prompts.to(x.dtype)
 
     def forward(self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
+        return self.forward_tokens(x, prompts, hook)[0]
+
+    def forward_tokens(
+        self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None
+    ) -> tuple[Tensor, Tensor]:
+        """Features (N, output_dim) and the last block's output tokens (N, L, width), before ``ln_post``
+        (MMRL reads its representation tokens there)."""
         x = self.transformer(self.embed(x, prompts), hook, batch_first=True)
-        return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype)
+        return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype), x
 
 
 class Bottleneck(nn.Module):
@@ -609,6 +616,14 @@ class CLIP(nn.Module):
         """Image features (N, embed_dim), not normalised; see ``VisionTransformer.forward`` for prompts."""
         return self.visual(images.to(self.dtype), prompts, hook)
 
+    def encode_image_tokens(
+        self, images: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`encode_image` plus the last block's output tokens (ViT only)."""
+        if not isinstance(self.visual, VisionTransformer):
+            raise ValueError("encode_image_tokens needs a ViT image tower, not a ResNet")
+        return self.visual.forward_tokens(images.to(self.dtype), prompts, hook)
+
     def encode_text(
         self, token_ids: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None
     ) -> Tensor:
@@ -617,9 +632,17 @@ class CLIP(nn.Module):
         return self.encode_text_embeddings(x, token_ids.argmax(dim=-1), hook=hook, trim=trim)
 
     def encode_text_embeddings(
-        self, x: Tensor, eot_indices: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None
+        self,
+        x: Tensor,
+        eot_indices: Tensor,
+        hook: Optional[Hook] = None,
+        trim: Optional[bool] = None,
+        eot_offset: int = 0,
     ) -> Tensor:
         """Text features from embedded tokens ``x`` (N, L, width); positional embedding is added here.
+
+        ``eot_offset``: how many tokens the hook inserts before every EOT (MMRL's representation tokens
+        after SOS); the features are read at ``eot_indices + eot_offset``.
 
         ``trim`` cuts the sequence after the last EOT before the blocks: exact under the causal mask
         (no position attends to later ones), and the hook then sees the shorter sequence. None means
@@ -638,7 +661,7 @@ class CLIP(nn.Module):
             x = x[:, : int(eot_indices.max()) + 1]
         x = self.ln_final(self.transformer(x, hook, batch_first=True))
         rows = torch.arange(x.shape[0], device=x.device)
-        return x[rows, eot_indices] @ self.text_projection.to(x.dtype)
+        return x[rows, eot_indices + eot_offset] @ self.text_projection.to(x.dtype)
 
     def forward(self, images: Tensor, token_ids: Tensor) -> tuple[Tensor, Tensor]:
         """OpenAI's contrastive logits: (logits_per_image, logits_per_text)."""

@@ -98,6 +98,10 @@ class PromptPlan:
     vision_residuals: dict[int, Residual] = field(default_factory=dict)
     text_projections: dict[int, ProjectionMap] = field(default_factory=dict)
     vision_projections: dict[int, ProjectionMap] = field(default_factory=dict)
+    # Per block: tokens (K, D) right after the first token (SOS / CLS), inserted before the first of these
+    # blocks (the sequence grows by K) and replaced in place before the later ones (MMRL).
+    text_front: dict[int, Tensor] = field(default_factory=dict)
+    vision_front: dict[int, Tensor] = field(default_factory=dict)
 
 
 def deep_blocks(depth: int, n_blocks: int, offset: int = 0) -> range:
@@ -130,6 +134,7 @@ def prompt_hook(
     reuse_projections: bool = False,
     residuals: Optional[dict[int, Residual]] = None,
     projections: Optional[dict[int, ProjectionMap]] = None,
+    front: Optional[dict[int, Tensor]] = None,
 ) -> Optional[Hook]:
     """The CLIP hook that writes ``layers[index]`` into the prompt slots before block ``index``.
 
@@ -143,14 +148,27 @@ def prompt_hook(
     ``residuals[index]`` (MMA's adapters) maps the block input (after the slots are written) to a tensor
     added to the block's output; ``projections[index]`` (LoRA) gives the block's adapted queries, keys
     and values of that input (a probe's projection is then not reused for the block's own pass).
+    ``front[index]`` (MMRL) are tokens written right after the first token: inserted before the first
+    block listed (the sequence grows), replaced in place before the later ones; they cannot share the text
+    tower with slot prompts (both would claim the positions after SOS).
     Returns None when there is nothing to insert, so the tower runs unhooked.
     """
     if tower not in (TEXT, VISION):
         raise ValueError(f"tower must be {TEXT!r} or {VISION!r}, got {tower!r}")
     residuals = residuals or {}
     projections = projections or {}
-    if not (layers or residuals or projections):
+    front = front or {}
+    if not (layers or residuals or projections or front):
         return None
+    if front and layers and tower == TEXT:
+        raise ValueError("text slot prompts and front tokens (MMRL) would both occupy the positions after SOS")
+    first_front = min(front, default=None)
+
+    def write_front(index: int, x: Tensor) -> Tensor:
+        tokens = front[index]
+        tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+        rest = x[:, 1:] if index == first_front else x[:, 1 + tokens.shape[1] :]
+        return torch.cat([x[:, :1], tokens, rest], dim=1)
 
     def write_slots(layer: LayerPrompt, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput]:
         m = layer.n_slots
@@ -171,7 +189,11 @@ def prompt_hook(
 
     def hook(index: int, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput, None]:
         layer, residual, project = layers.get(index), residuals.get(index), projections.get(index)
+        if index in front:
+            x = write_front(index, x)
         written = None if layer is None else write_slots(layer, x, block)
+        if written is None and index in front:
+            written = x
         if residual is None and project is None:
             return written
         if isinstance(written, BlockInput):

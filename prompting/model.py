@@ -75,24 +75,30 @@ class PromptedCLIP(nn.Module):
         """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), of the current label space."""
         hook = prompt_hook(
             plan.text_layers, TEXT, self.eot_indices,
-            residuals=plan.text_residuals, projections=plan.text_projections,
+            residuals=plan.text_residuals, projections=plan.text_projections, front=plan.text_front,
         )  # fmt: skip
-        if plan.text_ctx is None:  # fixed hand-written prompts (VPT), maybe with adapted blocks (MMA, LoRA)
-            features = self.clip.encode_text(self.token_ids, hook=hook)
+        inserted = next(iter(plan.text_front.values())).shape[0] if plan.text_front else 0
+        if plan.text_ctx is None:  # fixed hand-written prompts (VPT), maybe with adapted blocks (MMA, LoRA, MMRL)
+            features = self.clip.encode_text_embeddings(
+                self.clip.token_embedding(self.token_ids), self.eot_indices, hook=hook, eot_offset=inserted
+            )
         else:
             x = assemble_prompts(self.token_prefix, plan.text_ctx, self.token_suffix)
-            features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
+            features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook, eot_offset=inserted)
         if plan.text_head is not None:
             features = plan.text_head(features)
         return F.normalize(at_least_fp32(features), dim=-1)
 
+    def vision_hook(self, plan: PromptPlan) -> Optional[Any]:
+        """The image tower's hook for ``plan``."""
+        return prompt_hook(
+            plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections,
+            residuals=plan.vision_residuals, projections=plan.vision_projections, front=plan.vision_front,
+        )  # fmt: skip
+
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
         """Normalised image features (N, embed_dim), fp32 (fp64 in an fp64 model)."""
-        hook = prompt_hook(
-            plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections,
-            residuals=plan.vision_residuals, projections=plan.vision_projections,
-        )  # fmt: skip
-        features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
+        features = self.clip.encode_image(images, prompts=plan.vision_input, hook=self.vision_hook(plan))
         if plan.image_head is not None:
             features = plan.image_head(features)
         return F.normalize(at_least_fp32(features), dim=-1)

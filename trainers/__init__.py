@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     maple,
     mma,
     mma_bmip,
+    mmrl,
     promptsrc,
     promptsrc_bmip,
     vpt,

@@ -24,6 +24,7 @@ __all__ = [
     "add_vpt_cfg",
     "add_mma_cfg",
     "add_clip_lora_cfg",
+    "add_mmrl_cfg",
     "extend_trainer_cfg",
 ]
 
@@ -192,6 +193,23 @@ def add_clip_lora_cfg(cfg: CN) -> None:
     cfg.TRAINER.CLIP_LORA.LOGIT_SCALE = 100.0  # the release's fixed logit scale; 0 = exp(CLIP's logit_scale)
 
 
+def add_mmrl_cfg(cfg: CN) -> None:
+    """MMRL: ``TRAINER.MMRL``; defaults of the release's train.py (docs/METHODS.md)."""
+    cfg.TRAINER.MMRL = CN()
+    cfg.TRAINER.MMRL.ALPHA = 0.7  # weight of the CLS head (1 - ALPHA: the representation head)
+    cfg.TRAINER.MMRL.REG_WEIGHT = 1.0  # weight of the two cosine consistency terms
+    cfg.TRAINER.MMRL.REP_LAYERS = [6, 7, 8, 9, 10, 11, 12]  # 1-based blocks receiving the tokens
+    cfg.TRAINER.MMRL.REP_DIM = 512  # width of the shared representation space
+    cfg.TRAINER.MMRL.N_REP_TOKENS = 5
+    cfg.TRAINER.MMRL.PREC = "fp16"  # fp16, fp32, amp, amp_bf16
+    # True (released): REG_WEIGHT (and EuroSAT's REP_DIM) per dataset (trainers/mmrl.py).
+    cfg.TRAINER.MMRL.DATASET_TABLE = True
+    # Evaluation head: fusion (default: one head for every label space) | cls | rep | by_label_space
+    # (the release: fused on the training classes, CLS elsewhere, decided by TASK and the label space).
+    cfg.TRAINER.MMRL.TEST_HEAD = "fusion"
+    cfg.TRAINER.MMRL.TASK = "B2N"  # B2N | CD | FS (the release's top-level TASK; read by by_label_space)
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -204,6 +222,7 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_coprompt_cfg,
     add_mma_cfg,
     add_clip_lora_cfg,
+    add_mmrl_cfg,
 ]
 
 
