@@ -123,3 +123,55 @@ def test_clip_lora_iteration_budget_sets_epochs_and_steps_the_schedule_per_itera
     assert steps == pytest.approx(expected, rel=1e-9)
     folder = tmp_path / "out" / "lora"
     assert (folder / "model.pth.tar-2").is_file() and (folder / "model-best.pth.tar").is_file()
+
+
+# ---- MMRL -------------------------------------------------------------------------------------------------
+def test_mmrl_official_parameter_count_vit_b16(vit_b16_meta):
+    from prompting.mmrl import MMRLRepresentations
+
+    # MMRL paper: 4.99M = R (5 x 512) + 7 x (512->768 + 512->512) + proj_rep (768 x 512).
+    assert _count(MMRLRepresentations(vit_b16_meta)) == 4_992_256
+
+
+def test_mmrl_evaluation_head_open_world_default_and_released_rule():
+    from trainers.mmrl import evaluation_head
+
+    for sub in ("base", "new", "all"):
+        assert evaluation_head("fusion", "B2N", sub, "EuroSAT") == "fusion"  # one head, whatever the classes
+    assert [evaluation_head("by_label_space", "B2N", s, "EuroSAT") for s in ("base", "new", "all")] == [
+        "fusion",
+        "cls",
+        "cls",
+    ]
+    assert evaluation_head("by_label_space", "CD", "all", "ImageNet") == "fusion"
+    assert evaluation_head("by_label_space", "CD", "all", "DTD") == "cls"
+    with pytest.raises(ValueError, match="TEST_HEAD"):
+        evaluation_head("base", "B2N", "base", "DTD")
+
+
+def _mmrl_trainer(tmp_path, *opts: str):
+    argv = [
+        "--root", str(tmp_path / "data"), "--trainer", "MMRL", "--seed", "1", "--output-dir", str(tmp_path / "out"),
+        "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"),
+        "--config-file", str(ROOT / "configs/trainers/MMRL/vit_b16.yaml"),
+        "MODEL.BACKBONE.NAME", "random:tiny", "DATASET.NUM_SHOTS", "1", "DATALOADER.NUM_WORKERS", "0",
+        "TRAINER.MMRL.PREC", "fp32", *opts,
+    ]  # fmt: skip
+    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+
+
+def test_mmrl_trainer_heads_and_tokens_change_both_towers(tmp_path):
+    trainer = _mmrl_trainer(
+        tmp_path, "DATASET.SUBSAMPLE_CLASSES", "new", "TRAINER.MMRL.TEST_HEAD", "by_label_space"
+    )
+    model = trainer.model
+    assert model.head == "cls"
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        image, rep, text = outputs = model.outputs(images)
+        torch.testing.assert_close(model(images), model.head_logits(outputs, "cls"))
+        plain_text = torch.nn.functional.normalize(model.clip.encode_text(model.token_ids), dim=-1)
+        plain_image = torch.nn.functional.normalize(model.clip.encode_image(images), dim=-1)
+    assert (text - plain_text).abs().max() > 1e-4 and (image - plain_image).abs().max() > 1e-4
+    assert torch.isfinite(rep).all() and not torch.allclose(rep, image)

@@ -121,10 +121,12 @@ METHODS: dict[str, Method] = {
         Method("PromptSRC+BMIP", "promptsrc_bmip"),
         Method("CoPrompt", "coprompt"),
         Method("CoPrompt+BMIP", "coprompt_bmip"),
-        # The field since MaPLe, part 2 (Table 7; ImageNet runs need CFG=vit_b16_ep5_imnet for MMA).
+        # The field since MaPLe, part 2 (Table 7; ImageNet runs need CFG=vit_b16_ep5_imnet for MMA,
+        # CFG=vit_b16_imagenet LOADEP=5 for MMRL).
         Method("MMA", "mma"),
         Method("MMA+BMIP", "mma_bmip"),
         Method("CLIP-LoRA", "clip_lora"),
+        Method("MMRL", "mmrl"),
     )
 }
 
@@ -188,7 +190,7 @@ TABLES: dict[int, TableDef] = {
         7,
         "The field since MaPLe, part 2: adapters, representation tokens, LoRA (base-to-new, 11 datasets)",
         "base2new_average",
-        ("CLIP", "MaPLe", "MMA", "MMA+BMIP", "CLIP-LoRA"),
+        ("CLIP", "MaPLe", "MMA", "MMA+BMIP", "MMRL", "CLIP-LoRA"),
         OPEN_WORLD_DATASETS,
     ),
 }
