@@ -3,7 +3,8 @@
 The project runs from its root (``python train.py ...``), like every repository of the CoOp/MaPLe
 family. Its top-level packages ``clip`` and ``datasets`` would shadow OpenAI's ``clip`` and
 HuggingFace's ``datasets`` if installed, so this distribution installs no modules at all: only the
-requirements below.
+requirements below. What running needs is ``requirements.txt``; testing, linting and SLURM sweeps are
+extras, so a user who only trains does not install them.
 """
 
 from pathlib import Path
@@ -16,6 +17,11 @@ requirements = [
     if line.strip() and not line.startswith("#")
 ]
 
+_SLURM = ["submitit"]  # tools.sweep --executor slurm/local (imported only there)
+_TEST = ["pytest", "pytest-xdist", *_SLURM]  # the sweep tests run submitit's local executor
+_LINT = ["ruff"]
+EXTRAS = {"test": _TEST, "lint": _LINT, "slurm": _SLURM, "dev": sorted({*_TEST, *_LINT})}
+
 setup(
     name="bmip-toolkit",
     version="0.1.0",
@@ -24,4 +30,5 @@ setup(
     packages=[],
     py_modules=[],
     install_requires=requirements,
+    extras_require=EXTRAS,
 )

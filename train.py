@@ -1,7 +1,7 @@
 """Train or evaluate a prompt-learning method on CLIP, with the CoOp/MaPLe/BMIP command line.
 
-    python train.py --root DATA --trainer BMIP --dataset-config-file configs/datasets/eurosat.yaml \
-        --config-file configs/trainers/BMIP/<name>.yaml --output-dir OUT --seed 1 \
+    python train.py --root DATA --trainer BMIP --dataset-config-file configs/datasets/eurosat.yaml \\
+        --config-file configs/trainers/BMIP/<name>.yaml --output-dir OUT --seed 1 \\
         DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
 Config merge order (a later step overrides an earlier one):
@@ -35,19 +35,23 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import yaml
 from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
-from engine.config import get_cfg_default
+from engine.config import apply_cfg_hooks, get_cfg_default
 from engine.data.datasets import DATASET_REGISTRY
 from engine.engine import TRAINER_REGISTRY, build_trainer
 from engine.utils import check_availability, collect_env_info, set_random_seed, setup_logger
+from engine.utils.torchtools import allow_pickled_checkpoints
 from trainers.config import extend_trainer_cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The docstring is RST for the docs; --help shows it as plain text, line breaks kept.
+    description = __doc__.replace("``", "")
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=str, default="", help="path to the datasets folder (DATASET.ROOT)")
     parser.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
@@ -65,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (eval-only)")
     parser.add_argument("--best", action="store_true", help="eval-only: load model-best.pth.tar (BMIP flag)")
     parser.add_argument("--no-train", action="store_true", help="build everything but do not train")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read checkpoints written by real Dassl (pickled schedulers): only their tensors and plain values "
+        "are rebuilt, nothing in the file runs; only for files you trust",
+    )
     parser.add_argument("--device", type=str, default="", help='torch device, e.g. "cpu" or "cuda:0" (DEVICE)')
     parser.add_argument(
         "opts", default=None, nargs=argparse.REMAINDER, help="modify config options as KEY VALUE pairs at the end"
@@ -77,15 +87,20 @@ def extend_cfg(cfg: CN) -> None:
 
     - ``DATASET.SUBSAMPLE_CLASSES``: "all", "base" or "new" (base-to-new generalisation).
     - ``MODEL.INIT_SEED``: torch seed for model initialisation; -1 means "use SEED" (CoOp/MaPLe).
+    - ``DATASET.CHECK_IMAGES``: decode every image header of every split before training (a damaged test
+      image must not surface only after hours of training); False skips the check.
     - ``TRAIN.EARLY_STOPPING``, ``TRAIN.PATIENT_COUNT``, ``TEST.NO_TEST_EARLY``: BMIP's early-stopping
       keys with BMIP's defaults; only trainers that implement early stopping read them.
     """
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.DATASET.CHECK_IMAGES = True
     cfg.MODEL.INIT_SEED = -1
     cfg.TRAIN.EARLY_STOPPING = True
     cfg.TRAIN.PATIENT_COUNT = 3
     cfg.TEST.NO_TEST_EARLY = True
     extend_trainer_cfg(cfg)
+    # Last, so that an outside trainer file's own keys (its ``extend_cfg``) replace ours of the same name.
+    apply_cfg_hooks(cfg)
 
 
 class ConfigAssertionError(AssertionError):
@@ -98,6 +113,11 @@ def _config_errors(source: str) -> Iterator[None]:
     """Re-raise yacs' merge errors with ``source`` (a flag and file, or the KEY VALUE options) in front."""
     try:
         yield
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ValueError(f"{source}: not valid YAML: {problem}{where}") from None
     except KeyError as e:
         raise KeyError(f"{source}: {e.args[0]}") from e
     except ValueError as e:
@@ -149,6 +169,12 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     if args.config_file:
         _merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
+    flags = [o for o in args.opts or [] if o.startswith("--") and o[2:3].isalpha()]
+    if flags:
+        raise ValueError(
+            f"KEY VALUE options: {flags[0]} comes after the KEY VALUE pairs; put every --flag before them "
+            "(everything after the first KEY is read as KEY VALUE pairs)"
+        )
     with _config_errors("KEY VALUE options"):
         cfg.merge_from_list(args.opts or [])
     cfg.freeze()
@@ -174,6 +200,24 @@ def check_names(cfg: CN) -> None:
         check_availability(cfg.DATASET.NAME, known_datasets)
     except ValueError as e:
         raise ValueError(f"Unknown dataset (DATASET.NAME): {e}") from e
+
+
+def check_flags(args: argparse.Namespace, cfg: CN) -> None:
+    """Refuse flags that would be ignored or silently change what runs (Dassl ignored them)."""
+    if not args.eval_only:
+        ignored = [name for name, given in (("--model-dir", args.model_dir), ("--load-epoch", args.load_epoch
+                   is not None), ("--best", args.best)) if given]  # fmt: skip
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} only apply with --eval-only; training resumes from its own --output-dir "
+                "(or from --resume DIR)"
+            )
+    if args.resume and not os.path.isdir(args.resume):
+        raise FileNotFoundError(f"--resume {args.resume}: no such folder (expected a training run's output dir)")
+    if os.path.isfile(cfg.DATASET.ROOT):
+        raise NotADirectoryError(
+            f"DATASET.ROOT (--root) {cfg.DATASET.ROOT} is a file; expected the folder that holds the datasets"
+        )
 
 
 def check_output_dir(path: str) -> None:
@@ -211,10 +255,13 @@ def print_args(args: argparse.Namespace, cfg: CN) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    allow_pickled_checkpoints(args.allow_pickle)
     cfg = setup_cfg(args)
     check_names(cfg)
+    check_flags(args, cfg)
     check_output_dir(cfg.OUTPUT_DIR)
     logger = setup_logger(cfg.OUTPUT_DIR)
+    trainer = None
     try:
         set_seeds(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
@@ -225,19 +272,41 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         trainer = build_trainer(cfg)
         if args.eval_only:
+            if not args.model_dir and trainer.get_model_names():
+                raise ValueError(
+                    f"--eval-only without --model-dir would evaluate the untrained {cfg.TRAINER.NAME} "
+                    f"({', '.join(trainer.get_model_names())}); pass --model-dir <the training run's output dir>"
+                )
             epoch = None if args.best else args.load_epoch
             trainer.load_model(args.model_dir, epoch=epoch)
             trainer.test()
             return
         if not args.no_train:
             trainer.train()
-    except BaseException:
+    except BaseException as e:
         if logger is not None and logger.file is not None:
             traceback.print_exc(file=logger.file)
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(_interrupted_where(trainer, args)) from e
         raise
     finally:
         if logger is not None:
             logger.close()
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) during a run: ``run`` prints where it stopped instead of the traceback."""
+
+
+def _interrupted_where(trainer: object, args: argparse.Namespace) -> str:
+    if args.eval_only:
+        return "interrupted during the evaluation; re-run the same command to evaluate again"
+    if not hasattr(trainer, "time_start"):  # set when training starts (SimpleTrainer.before_train)
+        return "interrupted before training started; re-run the same command to start"
+    return (
+        f"interrupted at epoch {trainer.epoch + 1}/{trainer.max_epoch}; re-run the same command to resume "
+        "from the last checkpoint"
+    )
 
 
 # Exceptions that report a user's mistake (see the module docstring); anything else is a bug and keeps
@@ -261,6 +330,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     """``main`` for the command line: a user error becomes one message on stderr and exit status 1."""
     try:
         main(argv)
+    except SystemExit as e:  # argparse's usage errors exit with 2; every user error here exits with 1
+        if e.code == 2:
+            return 1
+        raise
+    except Interrupted as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 130
     except USER_ERRORS as e:
         print(f"train.py: error: {error_message(e)}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """One clean CLIP (OpenAI architecture) with per-block prompt hooks; see docs/CLIP.md."""
 
-from .factory import ARCHS, build_clip, build_model, load, openai_layout
+from .factory import ARCHS, OPENAI_FP16_ENV, build_clip, build_model, load, openai_fp16, openai_layout
 from .model import (
     CLIP,
     PRECISIONS,
@@ -17,6 +17,7 @@ from .model import (
     Transformer,
     VisionTransformer,
     at_least_fp32,
+    convert_weights,
     to_precision,
 )
 from .pretrained import (
@@ -32,6 +33,7 @@ from .transform import OPENAI_MEAN, OPENAI_STD, image_transform
 
 __all__ = [
     "ARCHS",
+    "OPENAI_FP16_ENV",
     "BlockInput",
     "CACHE_ENV_VAR",
     "CLIP",
@@ -55,10 +57,12 @@ __all__ = [
     "available_models",
     "build_clip",
     "build_model",
+    "convert_weights",
     "default_cache_dir",
     "encode",
     "image_transform",
     "load",
+    "openai_fp16",
     "openai_layout",
     "read_state_dict",
     "to_precision",

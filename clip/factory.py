@@ -9,13 +9,24 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .model import CLIP, VisionTransformer
+from .model import CLIP, VisionTransformer, convert_weights
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
 from .transform import image_transform
 
 logger = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random:"
+
+# Set (to anything but empty/0/false/no) to make the OpenAI-API entry points return fp16 weights as
+# OpenAI's do: ``build_model`` always, ``load`` on a non-CPU device. The Dassl launcher
+# (``python -m tools.dassl_run``) sets it, so trainer files that ``.half()`` their own modules under
+# ``PREC fp16`` meet fp16 towers; our trainers use ``build_clip`` and never see it.
+OPENAI_FP16_ENV = "CLIP_OPENAI_FP16"
+
+
+def openai_fp16() -> bool:
+    """Whether ``build_model`` / ``load`` return OpenAI's fp16 weights (:data:`OPENAI_FP16_ENV`)."""
+    return os.environ.get(OPENAI_FP16_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 # Constructor arguments of the released architectures (OpenAI's shapes) plus a tiny test model.
 ARCHS: dict[str, dict[str, Any]] = {
@@ -36,6 +47,9 @@ ARCHS: dict[str, dict[str, Any]] = {
     # of 64 so that build_model re-infers the head counts (width // 64) from a saved state dict.
     "tiny": dict(embed_dim=64, image_resolution=224, vision_layers=12, vision_width=192,
                  vision_patch_size=32, transformer_width=128, transformer_heads=2, transformer_layers=12),
+    # Two blocks of width 64 per tower at 32x32 pixels: fast tests of CoOp-style code (no prompt depth).
+    "micro": dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
+                  vision_patch_size=16, transformer_width=64, transformer_heads=1, transformer_layers=2),
 }
 _TEXT_DEFAULTS = dict(context_length=77, vocab_size=49408)
 
@@ -54,9 +68,13 @@ def openai_layout(model: CLIP) -> CLIP:
 
 
 def build_model(state_dict: dict[str, torch.Tensor]) -> CLIP:
-    """OpenAI-compatible ``clip.build_model``: the CLIP of an OpenAI-layout state dict, weights in fp32,
-    with OpenAI's (L, N, D) layout for direct ``transformer`` calls (:func:`openai_layout`)."""
-    return openai_layout(_from_state_dict(state_dict))
+    """OpenAI-compatible ``clip.build_model``: the CLIP of an OpenAI-layout state dict, with OpenAI's
+    (L, N, D) layout for direct ``transformer`` calls (:func:`openai_layout`). Weights are fp32, or
+    OpenAI's fp16 (:func:`~clip.model.convert_weights`) when :func:`openai_fp16` is on."""
+    model = openai_layout(_from_state_dict(state_dict))
+    if openai_fp16():
+        convert_weights(model)
+    return model
 
 
 def _from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIP:
@@ -137,7 +155,13 @@ def build_clip(backbone: str, *, download_root: Optional[str] = None, seed: int 
     if backbone.startswith(RANDOM_PREFIX):
         return _build_random(backbone[len(RANDOM_PREFIX):], seed)
     path = _checkpoint_path(backbone, download_root)
-    model = _from_state_dict(read_state_dict(path))
+    try:
+        model = _from_state_dict(read_state_dict(path))
+    except ValueError as e:
+        raise ValueError(
+            f"CLIP backbone file {path}: {e} (a trained prompt checkpoint such as model.pth.tar-N is loaded "
+            "with --eval-only --model-dir DIR, not as the backbone)"
+        ) from e
     logger.info("Loaded CLIP backbone %s from %s", backbone, path)
     return model
 
@@ -148,7 +172,8 @@ def load(
     jit: bool = False,
     download_root: Optional[str] = None,
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
-    """OpenAI-compatible ``clip.load``: (fp32 model on ``device`` in eval mode, image preprocess).
+    """OpenAI-compatible ``clip.load``: (fp32 model on ``device`` in eval mode, image preprocess); fp16
+    weights off the CPU when :func:`openai_fp16` is on, as OpenAI's.
 
     As OpenAI's, direct ``transformer`` calls take (L, N, D) (:func:`openai_layout`). Only the eager
     model exists here (hooks need it), so ``jit=True`` is refused rather than ignored.
@@ -156,5 +181,7 @@ def load(
     if jit:
         raise ValueError("clip.load(jit=True) is not supported: this CLIP runs eagerly so hooks can act")
     model = openai_layout(build_clip(name, download_root=download_root))
+    if openai_fp16() and torch.device(device).type != "cpu":
+        convert_weights(model)
     return model.to(device), image_transform(model.image_resolution)
 

@@ -680,22 +680,12 @@ def at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def to_precision(model: CLIP, prec: str) -> CLIP:
-    """Set the weight precision the configs' ``PREC`` asks for and return the model.
+def convert_weights(model: nn.Module) -> None:
+    """OpenAI's ``clip.model.convert_weights``: halve, in place, what its released weights store in fp16.
 
-    ``fp16`` halves what OpenAI's released weights store in fp16 (conv/linear/attention weights and the
-    two projections); LayerNorm/BatchNorm, embeddings and ``logit_scale`` stay fp32 and are cast on use.
-    ``fp32``, ``amp`` and ``amp_bf16`` keep fp32 weights (the two ``amp`` choices mean the trainer wraps
-    the training forward in fp16 / bf16 autocast, ``trainers.base.autocast_context``). ``fp64`` makes
-    every floating tensor float64 (exactness checks against float64 references, not for training).
+    Conv/linear/attention weights and biases and the ``text_projection`` / ``proj`` matrices of any module
+    tree (a CLIP or a part of one); LayerNorm/BatchNorm, embeddings and ``logit_scale`` stay as they are.
     """
-    if prec not in PRECISIONS:
-        raise ValueError(f"precision {prec!r} is not one of {PRECISIONS}")
-    if prec == "fp64":
-        return model.double()
-    model.float()
-    if prec != "fp16":
-        return model
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.weight.data = module.weight.data.half()
@@ -704,7 +694,27 @@ def to_precision(model: CLIP, prec: str) -> CLIP:
         elif isinstance(module, Attention):
             module.in_proj_weight.data = module.in_proj_weight.data.half()
             module.in_proj_bias.data = module.in_proj_bias.data.half()
-    model.text_projection.data = model.text_projection.data.half()
-    if isinstance(model.visual, VisionTransformer):
-        model.visual.proj.data = model.visual.proj.data.half()
+        for name in ("text_projection", "proj"):
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, nn.Parameter):
+                tensor.data = tensor.data.half()
+
+
+def to_precision(model: CLIP, prec: str) -> CLIP:
+    """Set the weight precision the configs' ``PREC`` asks for and return the model.
+
+    ``fp16`` halves what OpenAI's released weights store in fp16 (:func:`convert_weights`: conv/linear/
+    attention weights and the two projections); LayerNorm/BatchNorm, embeddings and ``logit_scale`` stay
+    fp32 and are cast on use. ``fp32``, ``amp`` and ``amp_bf16`` keep fp32 weights (the two ``amp``
+    choices mean the trainer wraps the training forward in fp16 / bf16 autocast,
+    ``trainers.base.autocast_context``). ``fp64`` makes every floating tensor float64 (exactness checks
+    against float64 references, not for training).
+    """
+    if prec not in PRECISIONS:
+        raise ValueError(f"precision {prec!r} is not one of {PRECISIONS}")
+    if prec == "fp64":
+        return model.double()
+    model.float()
+    if prec == "fp16":
+        convert_weights(model)
     return model

@@ -27,7 +27,17 @@ logger = logging.getLogger(__name__)
 CACHE_ENV_VAR = "CLIP_CACHE_DIR"
 
 _BASE_URL = "https://openaipublic.azureedge.net/clip/models"
-_MODELS: dict[str, str] = {
+class _ModelTable(dict):
+    """OpenAI's name -> URL table; ``random:<arch>`` names answer with themselves, so CoOp-style code
+    (``clip._download(clip._MODELS[name])``) also runs on the seeded random test backbones."""
+
+    def __missing__(self, name: str) -> str:
+        if isinstance(name, str) and name.startswith("random:"):
+            return name
+        raise KeyError(name)
+
+
+_MODELS: dict[str, str] = _ModelTable({
     "RN50": f"{_BASE_URL}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
     "RN101": f"{_BASE_URL}/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
     "RN50x4": f"{_BASE_URL}/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
@@ -39,7 +49,7 @@ _MODELS: dict[str, str] = {
     "ViT-L/14@336px": (
         f"{_BASE_URL}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt"
     ),
-}
+})
 
 _TIMEOUT_S = 60  # seconds without data before a download is abandoned
 
@@ -80,6 +90,8 @@ def _download(url: str, root: Optional[str | os.PathLike] = None) -> str:
     not kept. Offline, the error names the exact file to place and the URL to get it from.
     """
     root_dir = Path(root).expanduser() if root is not None else default_cache_dir()
+    if url.startswith("random:"):
+        return _random_checkpoint(url, root_dir)
     expected = url.split("/")[-2]
     target = root_dir / os.path.basename(url)
     if target.exists() and not target.is_file():
@@ -106,6 +118,20 @@ def _download(url: str, root: Optional[str | os.PathLike] = None) -> str:
         tmp.unlink(missing_ok=True)
         raise WeightsUnavailableError(f"sha256 of the file downloaded from {url} is {actual}, expected {expected}")
     tmp.replace(target)
+    return str(target)
+
+
+def _random_checkpoint(name: str, root_dir: Path) -> str:
+    """The state dict of ``clip.build_clip(name)`` (seed 0) saved in ``root_dir``, for ``random:<arch>``."""
+    from .factory import build_clip
+
+    target = root_dir / (name.replace(":", "-").replace("/", "-") + ".pt")
+    if not target.is_file():
+        root_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=root_dir, prefix=target.name, suffix=".part")
+        with os.fdopen(fd, "wb") as output:
+            torch.save(build_clip(name).state_dict(), output)
+        Path(tmp_name).replace(target)
     return str(target)
 
 

@@ -98,10 +98,29 @@ def subsample_mode(cfg: Any) -> str:
 # ----------------------------------------------------------------------------------------------- split files
 
 
+def _unreadable_folder(path: str) -> str | None:
+    """The deepest existing folder above ``path`` that cannot be listed or entered, if any.
+
+    Such a folder makes every image below it look missing (``isfile`` is False), so the error names it.
+    """
+    folder = os.path.dirname(path)
+    while folder and not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+    return folder if folder and not os.access(folder, os.R_OK | os.X_OK) else None
+
+
 def _make_datum(impath: str, label: int, classname: str, where: str) -> Datum:
     try:
         return Datum(impath=impath, label=label, classname=classname)
     except FileNotFoundError as e:
+        blocked = _unreadable_folder(impath)
+        if blocked is not None:
+            raise PermissionError(
+                f"{where} references {impath}, but the folder {blocked} is not readable (permission denied)"
+            ) from e
         raise FileNotFoundError(f"{where} references a missing image: {impath}") from e
 
 
@@ -191,6 +210,14 @@ def read_and_split_data(
     exactly as the official code, so a generated split depends on the filesystem and the python seed.
     """
     categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
+    for category in categories:
+        try:
+            category.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"Category folder {os.fsencode(os.path.join(image_dir, category))!r} has a name that is not "
+                "valid UTF-8; rename it (folder names become the class names in the text prompts)"
+            ) from None
     print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
     train, val, test = [], [], []
     for label, category in enumerate(categories):
@@ -226,6 +253,17 @@ def subsample_classes(*datasets: Sequence[Datum], subsample: str = "all") -> Any
     if subsample == "all":
         return datasets
     labels = sorted({item.label for item in datasets[0]})
+    # The halves are taken from the first (train) split's labels, as in CoOp: a class absent from it would
+    # silently move the base/new boundary.
+    present = set(labels)
+    absent = sorted({(item.label, item.classname) for d in datasets[1:] for item in d if item.label not in present})
+    if absent:
+        shown = ", ".join(f"{label} ({name})" for label, name in absent[:5])
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES {subsample}: class(es) {shown}{' ...' if len(absent) > 5 else ''} have "
+            "images in val/test but none in the train split, so the base/new halves would shift; check the split "
+            "file or the image folders"
+        )
     m = math.ceil(len(labels) / 2)
     print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
     selected = labels[:m] if subsample == "base" else labels[m:]
@@ -337,6 +375,7 @@ def load_or_create_fewshot(
     file, so delete ``split_fewshot/`` after changing a split. ``val=None`` (ImageNet) caches train only.
     """
     if num_shots < 1:
+        print(f"DATASET.NUM_SHOTS is {num_shots}: every train and val image is used (Dassl's convention for < 1)")
         return train, val
     mkdir_if_missing(cache_dir)
     path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.pkl")

@@ -33,9 +33,10 @@
 #   few-shot      fewshot/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
 #   zero-shot     zeroshot/<TRAINER>/<C>/<dataset>
 #
-# Skip-if-done: a training job is skipped when its log.txt has the line `Finish training`, an evaluation
-# job when its log.txt has an accuracy line (`* accuracy: ...%`). An unfinished training run is simply
-# started again: the engine resumes from the checkpoints in its output dir.
+# Skip-if-done: a training job is skipped when its log.txt has the line `Finish training` followed by
+# `Elapsed: ...` (printed after the final evaluation), an evaluation job when its log.txt has an accuracy
+# line (`* accuracy: ...%`). An unfinished training run is simply started again: the engine resumes from
+# the checkpoints in its output dir, and log.txt is always the latest run (older logs: log.txt-<time>).
 
 set -euo pipefail
 
@@ -108,7 +109,8 @@ lib_done() {
     [ "$FORCE" = "1" ] && return 1
     [ -f "$log" ] || return 1
     if [ "$2" = "train" ]; then
-        grep -qx "Finish training" "$log"
+        # `Elapsed:` comes after the final evaluation: a run whose test crashed is not done.
+        awk '$0 == "Finish training" { f = 1 } f && /^Elapsed: / { ok = 1 } END { exit !ok }' "$log"
     else
         grep -Eq '\* accuracy: [0-9.eE+-]+%' "$log"
     fi

@@ -16,10 +16,16 @@ fewshot() { :; }
 """
 
 
-def write_train_log(run_dir: Path, accuracy: float, decimals: int = 2, val: float | None = 11.0) -> Path:
-    """A training log: a validation block before ``Finish training`` (must be ignored), then the test."""
+def write_train_log(
+    run_dir: Path, accuracy: float, decimals: int = 2, val: float | None = 11.0, config: str = ""
+) -> Path:
+    """A training log: a validation block before ``Finish training`` (must be ignored), then the test.
+
+    ``config`` is the printed config (``str(cfg)``), placed where train.py prints it.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["epoch [1/2] batch [1/1] loss 1.0", "Evaluate on the *val* set", "=> result"]
+    lines = ["************", "** Config **", "************", config, "Collecting env info ..."] if config else []
+    lines += ["epoch [1/2] batch [1/1] loss 1.0", "Evaluate on the *val* set", "=> result"]
     if val is not None:
         lines.append(f"* accuracy: {val:.{decimals}f}%")
     lines += [

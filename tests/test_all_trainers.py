@@ -135,7 +135,7 @@ out=""; prev=""
 for a in "$@"; do [ "$prev" = "--output-dir" ] && out="$a"; prev="$a"; done
 mkdir -p "$out"
 printf '%s\\n' "$@" > "$out/argv.txt"
-printf 'Finish training\\n* accuracy: 50.0%%\\n' > "$out/log.txt"
+printf 'Finish training\\n* accuracy: 50.0%%\\nElapsed: 0:00:01\\n' > "$out/log.txt"
 """
 
 
@@ -180,6 +180,11 @@ def test_lib_base2new_layout_passthrough_and_skip(lib_env: dict[str, str]) -> No
     assert "Skip this job" in skipped and not (train_dir / "argv.txt").exists()
     run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1"], {**lib_env, "FORCE": "1"})
     assert (train_dir / "argv.txt").exists()
+    # `Finish training` without the final evaluation (say a test image failed to load) is not finished.
+    (train_dir / "log.txt").write_text("Finish training\nDeploy the last-epoch model\nEvaluate on the *test* set\n")
+    (train_dir / "argv.txt").unlink()
+    ran = run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1"], lib_env)
+    assert "Skip this job" not in ran and (train_dir / "argv.txt").exists()
 
     run_script(ROOT / "scripts/coop/base2new_test.sh", ["digits", "1", "OPTIM.MAX_EPOCH", "3"], lib_env)
     for sub in ("new", "all"):

@@ -9,6 +9,7 @@ EuroSAT folder (2 classes, 3/1/2 images per class) or on Digits.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -131,13 +132,23 @@ def test_split_file_referencing_a_missing_image(tmp_path, micro_clip, capsys):
     )
 
 
-def test_unreadable_image(tmp_path, micro_clip, capsys):
+def test_unreadable_image_is_found_before_training(tmp_path, micro_clip, capsys):
     root = make_eurosat(tmp_path / "data")
-    broken = root / "eurosat/2750/Forest/Forest_0.jpg"
+    broken = root / "eurosat/2750/Forest/Forest_5.jpg"  # a test image
     broken.write_bytes(b"half a download")
-    assert error_of(argv(root, tmp_path / "out", micro_clip), capsys) == (
-        f"Cannot read image {broken}: cannot identify image file '{broken}'"
+    (root / "eurosat/2750/Forest/Forest_4.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert error_of(argv(root, out, micro_clip), capsys) == (
+        f"Cannot read image {broken.with_name('Forest_4.jpg')}: cannot identify image file "
+        f"'{broken.with_name('Forest_4.jpg')}' (the test split of EuroSAT and 1 more; checked before training)"
     )
+    assert "epoch [" not in (out / "log.txt").read_text() and not (out / "prompt_learner").exists()
+    # Without the check (DATASET.CHECK_IMAGES False) the image fails where it is loaded, after training.
+    assert error_of(argv(root, out, micro_clip, "DATASET.CHECK_IMAGES", "False"), capsys) == (
+        f"Cannot read image {broken.with_name('Forest_4.jpg')}: cannot identify image file "
+        f"'{broken.with_name('Forest_4.jpg')}'"
+    )
+    assert "Finish training" in (out / "log.txt").read_text()
 
 
 def test_num_shots_larger_than_the_smallest_class_takes_all_with_a_warning(eurosat, tmp_path, micro_clip):
@@ -309,3 +320,110 @@ def test_the_script_prints_one_line_and_exits_with_status_1(tmp_path):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith('train.py: error: Unknown trainer (--trainer, TRAINER.NAME): The requested one "Nope"')
+
+
+# ------------------------------------------------------------------- flags, config syntax, interruptions
+
+
+def test_flags_and_values_that_would_be_ignored_or_misread(eurosat, coop_run, tmp_path, micro_clip, capsys):
+    out = tmp_path / "out"
+    run = argv(eurosat, out, micro_clip)
+    for flags, message in [
+        (("--model-dir", str(coop_run)), "--model-dir only apply with --eval-only; training resumes from its own "
+         "--output-dir (or from --resume DIR)"),
+        (("--best", "--load-epoch", "1"), "--load-epoch, --best only apply with --eval-only; training resumes from "
+         "its own --output-dir (or from --resume DIR)"),
+        (("--resume", str(tmp_path / "nowhere")),
+         f"--resume {tmp_path / 'nowhere'}: no such folder (expected a training run's output dir)"),
+        (("--resume", str(tmp_path)), f'RESUME (--resume) "{tmp_path}" holds no checkpoint (expected '
+         "<folder>/<model name>/checkpoint for ['prompt_learner']); drop --resume to train from scratch"),
+        (("--eval-only",), "--eval-only without --model-dir would evaluate the untrained CoOp (prompt_learner); "
+         "pass --model-dir <the training run's output dir>"),
+    ]:
+        assert error_of([*flags, *run], capsys) == message
+    keys = run.index("MODEL.BACKBONE.NAME")
+    assert error_of([*run, "--output-dir", str(out)], capsys) == (
+        "KEY VALUE options: --output-dir comes after the KEY VALUE pairs; put every --flag before them "
+        "(everything after the first KEY is read as KEY VALUE pairs)"
+    )
+    known = error_of([*run[:keys], "--trainer", "bmip", *run[keys:]], capsys)
+    assert known.startswith('Unknown trainer (--trainer, TRAINER.NAME): The requested one "bmip" is not available; '
+                            'did you mean "BMIP"?')  # fmt: skip
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert error_of(argv(afile, out, micro_clip), capsys) == (
+        f"DATASET.ROOT (--root) {afile} is a file; expected the folder that holds the datasets"
+    )
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("OPTIM:\n  LR: [0.1\n  MAX_EPOCH: 2\n")
+    # (a later --config-file wins)
+    assert error_of([*run[:keys], "--config-file", str(broken_yaml), *run[keys:]], capsys) == (
+        f"--config-file {broken_yaml}: not valid YAML: expected ',' or ']', but got ':' at line 3, column 12"
+    )
+    assert error_of([*run, "DATALOADER.TRAIN_X.BATCH_SIZE", "0"], capsys) == (
+        "DATALOADER.TRAIN_X.BATCH_SIZE must be >= 1, got 0"
+    )
+    prompts = coop_run / "prompt_learner" / "model.pth.tar-1"
+    assert error_of([*run, "MODEL.BACKBONE.NAME", str(prompts)], capsys) == (
+        f"CLIP backbone file {prompts}: not an OpenAI CLIP state dict: key 'visual.layer1.0.conv1.weight' is "
+        "missing (a trained prompt checkpoint such as model.pth.tar-N is loaded with --eval-only --model-dir DIR, "
+        "not as the backbone)"
+    )
+    # argparse's own errors (a value of the wrong type) exit with 1 like every other user error, not 2.
+    capsys.readouterr()
+    assert train.run(["--seed", "abc"]) == 1
+    assert "error: argument --seed: invalid int value: 'abc'" in capsys.readouterr().err
+
+
+def test_empty_train_split_names_the_split_file(tmp_path, micro_clip, capsys):
+    root = make_eurosat(tmp_path / "data")
+    split = root / "eurosat/split_zhou_EuroSAT.json"
+    split.write_text(json.dumps({**json.loads(split.read_text()), "train": []}))
+    assert error_of(argv(root, tmp_path / "out", micro_clip), capsys) == (
+        f"EuroSAT: the train split is empty; check {split}"
+    )
+
+
+def test_ctrl_c_says_where_it_stopped_and_the_same_command_resumes(eurosat, tmp_path, micro_clip, capsys, monkeypatch):
+    from engine.engine import TrainerX
+
+    out = tmp_path / "out"
+    run = argv(eurosat, out, micro_clip, "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1")
+    real_run_epoch = TrainerX.run_epoch
+
+    def interrupted_in_epoch_2(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        real_run_epoch(self)
+
+    monkeypatch.setattr(TrainerX, "run_epoch", interrupted_in_epoch_2)
+    capsys.readouterr()
+    assert train.run(run) == 130
+    assert capsys.readouterr().err == (
+        "train.py: interrupted at epoch 2/2; re-run the same command to resume from the last checkpoint\n"
+    )
+    log = (out / "log.txt").read_text()
+    # NUM_SHOTS < 1 keeps Dassl's meaning (all images) and says so; the traceback is in the log only.
+    assert "DATASET.NUM_SHOTS is -1: every train and val image is used (Dassl's convention for < 1)\n" in log
+    assert log.rstrip().endswith("KeyboardInterrupt")
+    monkeypatch.setattr(TrainerX, "run_epoch", real_run_epoch)
+    assert train.run(run) == 0
+    log = (out / "log.txt").read_text()
+    assert "Previous epoch: 1" in log and "epoch [2/2] batch [3/3]" in log and "Finish training" in log
+
+
+def test_full_disk_is_one_line_naming_the_checkpoint(eurosat, tmp_path, micro_clip, capsys, monkeypatch):
+    from engine.utils import torchtools
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        """Checkpoint temp files go to /dev/full, where every write fails with ENOSPC."""
+        if ".tmp-" in os.path.basename(str(path)) and "w" in mode:
+            path = "/dev/full"
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(torchtools, "open", full_disk, raising=False)
+    out = tmp_path / "out"
+    assert error_of(argv(eurosat, out, micro_clip), capsys) == (
+        f"Cannot write checkpoint {out / 'prompt_learner' / 'model.pth.tar-1'}: No space left on device (errno 28)"
+    )
+    assert not list((out / "prompt_learner").iterdir())

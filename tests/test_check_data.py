@@ -58,7 +58,7 @@ def test_one_removed_image_is_named(dtd_root: Path, capsys: pytest.CaptureFixtur
     assert any(line.startswith("missing") and "EuroSAT" in line for line in lines)
     assert f"    {dtd_root / 'eurosat'}" in lines
     assert any(line.startswith("first use") and "Digits" in line for line in lines)
-    assert lines[-1] == "1 of 3 dataset(s) ready"
+    assert lines[-2] == "1 of 3 dataset(s) ready" and lines[-1].startswith("missing: the dataset's folder")
 
 
 def test_counts_that_differ_from_the_docs_are_a_mismatch(dtd_root: Path) -> None:
@@ -104,3 +104,24 @@ def test_unknown_names_and_roots_are_clear_errors(tmp_path: Path) -> None:
         check_data.check_root(str(tmp_path), ["Nope"])
     with pytest.raises(FileNotFoundError, match="nowhere"):
         check_data.check_root(str(tmp_path / "nowhere"))
+
+
+def test_cli_checks_only_the_named_datasets_and_explains_missing(tmp_path: Path, project_root: Path) -> None:
+    """The quick start's check: named datasets only (any case), exit 0 when they are ready."""
+    import subprocess
+    import sys
+
+    def check(*names: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tools.check_data", "--root", str(tmp_path), *names],
+            cwd=project_root, capture_output=True, text=True,
+        )  # fmt: skip
+
+    ok = check("digits")  # Digits writes itself on first use: fine before it exists
+    assert ok.returncode == 0, ok.stderr
+    assert "first use   Digits" in ok.stdout and "EuroSAT" not in ok.stdout
+    assert "1 of 1 dataset(s) ready" in ok.stdout
+    missing = check("Digits", "eurosat")
+    assert missing.returncode == 1
+    assert "missing     EuroSAT" in missing.stdout
+    assert "missing: the dataset's folder is not under the root (not downloaded)" in missing.stdout

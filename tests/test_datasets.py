@@ -23,6 +23,8 @@ from datasets.common import (
     DatasetLayoutError,
     ForeignPickleError,
     load_datum_pickle,
+    read_and_split_data,
+    read_split,
     save_datum_pickle,
     subsample_classes,
 )
@@ -346,9 +348,7 @@ def test_subsample_classes_base_new_all(tmp_path):
         Datum(image(tmp_path / f"{i}.png"), label=y, domain=3, classname=f"c{y}")
         for i, y in enumerate(labels)
     ]
-    test = [Datum(d.impath, label=d.label, classname=d.classname) for d in train] + [
-        Datum(image(tmp_path / "t.png"), label=11, classname="c11")  # not in train: in neither half
-    ]
+    test = [Datum(d.impath, label=d.label, classname=d.classname) for d in train]
     assert subsample_classes(train, test, subsample="all") == (train, test)
     base_train, base_test = subsample_classes(train, test, subsample="base")
     assert [(d.label, d.classname) for d in base_train] == [(0, "c0"), (1, "c2"), (2, "c5"), (1, "c2")]
@@ -358,6 +358,15 @@ def test_subsample_classes_base_new_all(tmp_path):
     assert [(d.label, d.classname) for d in new_test] == [(0, "c7"), (1, "c9")]
     with pytest.raises(ValueError, match="subsample must be one of"):
         subsample_classes(train, subsample="half")
+    # A class with test images but none in train would shift the halves (CoOp splits train's labels): refused.
+    test.append(Datum(image(tmp_path / "t.png"), label=11, classname="c11"))
+    assert subsample_classes(train, test, subsample="all") == (train, test)
+    with pytest.raises(ValueError) as error:
+        subsample_classes(train, test, subsample="new")
+    assert str(error.value) == (
+        "DATASET.SUBSAMPLE_CLASSES new: class(es) 11 (c11) have images in val/test but none in the train split, "
+        "so the base/new halves would shift; check the split file or the image folders"
+    )
 
 
 def expected_fewshot(items, n, seed):
@@ -632,3 +641,33 @@ def test_bad_subsample_value_and_test_only_warning(tmp_path):
         ds = build("ImageNetSketch", tmp_path, subsample="base", shots=16)
     assert any("test-only dataset" in str(w.message) for w in caught)
     assert len(ds.test) == 6
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused(tmp_path):
+    images(tmp_path / "images" / "ok", "a", 5)
+    bad = os.path.join(os.fsencode(tmp_path / "images"), b"caf\xe9")
+    os.makedirs(bad)
+    for i in range(5):
+        Image.new("RGB", (6, 5)).save(os.path.join(os.fsdecode(bad), f"{i}.jpg"))
+    with pytest.raises(ValueError) as error:
+        read_and_split_data(str(tmp_path / "images"))
+    assert str(error.value) == (
+        f"Category folder {bad!r} has a name that is not valid UTF-8; rename it (folder names become the class "
+        "names in the text prompts)"
+    )
+
+
+def test_a_folder_that_cannot_be_entered_is_named_instead_of_a_missing_image(tmp_path, monkeypatch):
+    """As a non-root user, an unsearchable folder makes every image below it look missing."""
+    images(tmp_path / "images" / "Forest", "f", 1)
+    write(tmp_path / "split.json", json.dumps({"train": [["Forest/f1.jpg", 0, "Forest"], ["Lake/l1.jpg", 1, "Lake"]],
+                                               "val": [], "test": []}))  # fmt: skip
+    (tmp_path / "images" / "Lake").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not str(p).endswith("Lake") and real_access(p, mode))
+    with pytest.raises(PermissionError) as error:
+        read_split(str(tmp_path / "split.json"), str(tmp_path / "images"))
+    assert str(error.value) == (
+        f"Split file {tmp_path / 'split.json'} entry train[1] references {tmp_path / 'images/Lake/l1.jpg'}, but "
+        f"the folder {tmp_path / 'images/Lake'} is not readable (permission denied)"
+    )

@@ -85,7 +85,7 @@ class EngineToyTrainer(TrainerX):
         self.epoch_lrs.append(self.get_current_lr())
 
     def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
+        image, label, _domain = self.parse_batch_train(batch)  # Dassl's TrainerX returns the domain too
         output = self.model(image)
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)
@@ -209,7 +209,7 @@ def test_training_writes_dassl_checkpoint_layout(data_root, tmp_path, capsys):
     assert ckpt["epoch"] == 4 and ckpt["val_result"] is None
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(ckpt["state_dict"][k], v)
-    assert list(ckpt["scheduler"]["successor"]) and "optimizer" not in ckpt["scheduler"]
+    assert list(ckpt["scheduler"]["successor_state"]) and "optimizer" not in ckpt["scheduler"]
     assert any(f.name.startswith("events.out.tfevents") for f in (out / "tensorboard").iterdir())
 
     assert "No checkpoint found, train from scratch" in logged

@@ -102,13 +102,15 @@ def test_resume_continues_the_exact_schedule(values):
 def test_warmup_state_dict_is_data_only_and_accepts_dassl_legacy_form():
     _, optimizer, scheduler = build(optim_cfg(**MAPLE))
     state = scheduler.state_dict()
-    assert isinstance(state["successor"], dict) and "optimizer" not in state
+    assert isinstance(state["successor_state"], dict) and "optimizer" not in state
+    assert "successor" not in state  # real Dassl would copy it over its successor object (lr_scheduler.py)
     # Dassl pickled the successor object itself; loading that form must still restore its counters.
     _, other_opt, legacy = build(optim_cfg(**MAPLE))
     other_opt.step()
     legacy.step()
     legacy.step()
     legacy_state = legacy.state_dict()
+    del legacy_state["successor_state"]
     legacy_state["successor"] = legacy.successor
     scheduler.load_state_dict(legacy_state)
     assert isinstance(scheduler.successor, CosineAnnealingLR)

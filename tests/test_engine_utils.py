@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
@@ -37,6 +38,7 @@ from engine.utils import (
     save_checkpoint,
     setup_logger,
 )
+from engine.utils.logger import Logger
 
 # ---------------------------------------------------------------- config
 
@@ -84,13 +86,16 @@ def test_logger_tees_flushes_and_keeps_previous_logs(tmp_path, capsys):
     assert sys.stdout is not logger
     assert "first line" in capsys.readouterr().out
 
-    for _ in range(2):
+    # A new run moves the previous log aside: log.txt is always the latest run, the older ones stay readable.
+    for text in ("second", "third"):
         with setup_logger(str(tmp_path)):
-            print("again")
+            print(text)
     logs = sorted(p.name for p in tmp_path.iterdir())
     assert logs[0] == "log.txt" and len(logs) == 3
     assert all(name.startswith("log.txt-20") for name in logs[1:])
-    assert (tmp_path / "log.txt").read_text() == "first line\n"
+    older = sorted(logs[1:], key=lambda n: (tmp_path / n).stat().st_mtime_ns)
+    assert [(tmp_path / n).read_text().splitlines()[-1] for n in older] == ["first line", "second"]
+    assert (tmp_path / "log.txt").read_text() == f"The previous log of this folder is kept as {older[1]}\nthird\n"
 
     with setup_logger(str(tmp_path / "custom.log")):
         print("x")
@@ -317,3 +322,61 @@ def test_worker_numpy_seed_follows_torch_worker_seed():
     drawn = np.random.rand(3)
     np.random.seed(11)
     assert np.array_equal(drawn, np.random.rand(3))
+
+
+class _FakeTerminal:
+    """Two streams (stdout, stderr) drawing on one terminal that understands ``\\r`` and ``\\n``."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.col = 0
+
+    def draw(self, text: str) -> None:
+        assert "\x1b" not in text  # one bar: no cursor movement expected
+        for ch in text:
+            if ch == "\r":
+                self.col = 0
+            elif ch == "\n":
+                self.lines.append("".join(self.current).rstrip())
+                self.current, self.col = [], 0
+            else:
+                if self.col < len(self.current):
+                    self.current[self.col] = ch
+                else:
+                    self.current.append(ch)
+                self.col += 1
+
+    def stream(self):
+        terminal = self
+
+        class Stream(io.StringIO):
+            def write(self, text: str) -> int:
+                terminal.draw(text)
+                return len(text)
+
+            def isatty(self) -> bool:
+                return True
+
+        return Stream()
+
+
+def test_log_lines_never_leave_progress_bar_snapshots_on_a_terminal(tmp_path, monkeypatch):
+    """Per-batch log lines printed while the bar shows: the terminal keeps only the log lines."""
+    from engine.engine.trainer import _progress
+
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal.stream())
+    logger = Logger(str(tmp_path / "log.txt"), console=terminal.stream())
+    bar = _progress(range(3), "epoch 1/1")
+    try:
+        for i in bar:
+            bar.refresh()  # the bar is on screen when the line is printed
+            logger.write(f"epoch [1/1] batch [{i + 1}/3] loss 0.5")
+            logger.write("\n")
+        bar.close()
+    finally:
+        logger.close()
+    assert terminal.lines == [f"epoch [1/1] batch [{i + 1}/3] loss 0.5" for i in range(3)]
+    assert "".join(terminal.current).strip() == ""  # the closed bar (leave=False) is cleared
+    assert (tmp_path / "log.txt").read_text().splitlines() == terminal.lines

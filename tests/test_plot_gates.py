@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -120,6 +122,13 @@ def _scalars(run: Path) -> dict[str, dict[int, float]]:
     return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 
+def _gates_by_epoch(run: Path) -> dict[str, dict[int, float]]:
+    scalars = _scalars(run)
+    epoch_of = scalars["train/epoch"]
+    return {tag: {int(epoch_of[s]): v for s, v in by_step.items()} for tag, by_step in scalars.items()
+            if tag.startswith("gates/")}  # fmt: skip
+
+
 def test_training_logs_every_gate_per_block_slot_and_epoch(bmip_run: Path) -> None:
     scalars = _scalars(bmip_run)
     gate_tags = {tag for tag in scalars if tag.startswith("gates/")}
@@ -131,7 +140,10 @@ def test_training_logs_every_gate_per_block_slot_and_epoch(bmip_run: Path) -> No
         for leaf in ("slot0", "slot1", "weight", "bias")
     }
     assert gate_tags == expected
-    assert all(sorted(scalars[tag]) == [1, 2] for tag in gate_tags), "one value per epoch, 1-based"
+    steps = sorted(scalars["train/epoch"])
+    assert [scalars["train/epoch"][s] for s in steps] == [1, 2]  # 1-based epochs at their last iteration
+    assert all(sorted(scalars[tag]) == steps for tag in gate_tags), "one value per epoch"
+    scalars = _gates_by_epoch(bmip_run)
     state = torch.load(bmip_run / "MultiModalPromptLearner" / "model.pth.tar-2", weights_only=True)["state_dict"]
     for k in range(DEPTH - 1):
         assert scalars[f"gates/vision/block{k + 1}/weight"][2] == pytest.approx(
@@ -153,7 +165,7 @@ def test_plot_reads_the_tensorboard_scalars(bmip_run: Path, tmp_path: Path, caps
     assert Path(f"{prefix}.pdf").read_bytes().startswith(b"%PDF")
     out = capsys.readouterr().out
     assert "TensorBoard events" in out and "activation sigmoid" in out  # activation read from log.txt
-    scalars = _scalars(bmip_run)
+    scalars = _gates_by_epoch(bmip_run)
     curves = plot_gates.read_gate_curves(str(bmip_run))
     assert curves.epochs == [1, 2]
     assert curves.values["vision"][2][3] == pytest.approx(
@@ -187,7 +199,7 @@ def test_plot_falls_back_to_the_checkpoints(bmip_run: Path, tmp_path: Path, caps
 def test_gate_weight_and_clear_errors(tmp_path: Path) -> None:
     assert plot_gates.gate_weight(2.0, -1.0, 0.5, "sigmoid") == pytest.approx(0.5)
     assert plot_gates.gate_weight(2.0, -1.0, 1.0, "none") == pytest.approx(1.0)
-    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+    with pytest.raises(FileNotFoundError, match="has no gate scalars .* and no checkpoint"):
         plot_gates.read_gate_curves(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plot_gates.read_gate_curves(str(tmp_path / "missing"))
@@ -198,3 +210,78 @@ def test_gate_weight_and_clear_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2, 4)}, "epoch": 1}, model_dir / "model.pth.tar-1")
     with pytest.raises(ValueError, match=r"model\.pth\.tar-1 holds no BMIP gate parameters"):
         plot_gates.read_gate_history(str(tmp_path / "MaPLeRun"))
+
+
+def test_cli_on_a_folder_without_gates_prints_one_line(tmp_path: Path) -> None:
+    """A non-BMIP run and an eval-only folder: one ``plot_gates: error`` line naming the folder, exit 1."""
+    maple = tmp_path / "maple" / "MultiModalPromptLearner"
+    maple.mkdir(parents=True)
+    torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2, 4)}, "epoch": 1}, maple / "model.pth.tar-1")
+    eval_only = tmp_path / "eval_only"
+    eval_only.mkdir()
+    (eval_only / "log.txt").write_text("Evaluate on the *test* set\n")
+    for folder, what in ((tmp_path / "maple", "holds no BMIP gate parameters"), (eval_only, "has no gate scalars")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.plot_gates", str(folder)], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("plot_gates: error: ") and what in lines[0], proc.stderr
+        assert str(folder) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_figure_keeps_legends_off_the_curves_and_slots_apart(bmip_run: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = plot_gates.draw_gates(plot_gates.read_gate_curves(str(bmip_run)))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    try:
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None:  # beside the plotting area, never over it
+                assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+        over, final = fig.axes[0], fig.axes[1]
+        styles = {(line.get_linestyle(), line.get_marker()) for line in over.get_lines() if "slot" in line.get_label()}
+        assert len(styles) == 2  # the two slots of a block look different
+        bars = sorted(final.patches, key=lambda bar: bar.get_x())
+        assert len({bar.get_hatch() for bar in bars}) == 2
+        for left, right in zip(bars, bars[1:]):
+            assert left.get_x() + left.get_width() < right.get_x()  # no two bars touch
+    finally:
+        plt.close(fig)
+
+
+def test_resumed_run_replaces_the_redone_epochs_events(tmp_path: Path) -> None:
+    """Interrupted after epoch 1's checkpoint with epoch 2's events written: the resumed run purges them."""
+    run = tmp_path / "run"
+    argv = [
+        "--root", str(tmp_path / "data"), "--trainer", "BMIP", "--seed", "1",
+        "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"),
+        "--config-file", str(ROOT / "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"), "--output-dir", str(run),
+        "MODEL.BACKBONE.NAME", "random:tiny", "TRAINER.BMIP.PREC", "fp32", "TRAINER.BMIP.PROMPT_DEPTH", str(DEPTH),
+        "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.NUM_WORKERS", "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1",
+        "TEST.NO_TEST", "True",
+    ]  # fmt: skip
+    collect = train.collect_env_info
+    train.collect_env_info = lambda: "(skipped in tests)"
+    try:
+        train.main(argv)
+        model_dir = run / "MultiModalPromptLearner"
+        (model_dir / "model.pth.tar-2").unlink()  # as if killed after epoch 2's scalars, before its checkpoint
+        (model_dir / "checkpoint").write_text("model.pth.tar-1\n")
+        train.main(argv)
+    finally:
+        train.collect_env_info = collect
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={SCALARS: 0})
+    events.Reload()
+    per_epoch = 2  # 10 images in batches of 4, the last partial batch dropped
+    for tag in events.Tags()["scalars"]:
+        steps = [e.step for e in events.Scalars(tag)]
+        assert len(steps) == len(set(steps)), f"{tag}: duplicate steps {steps}"
+    assert [(e.step, e.value) for e in events.Scalars("train/epoch")] == [(per_epoch - 1, 1), (2 * per_epoch - 1, 2)]
+    assert [e.step for e in events.Scalars("train/lr")] == list(range(2 * per_epoch))
+    assert plot_gates.read_gate_curves(str(run)).epochs == [1, 2]
+    resumed = "".join(p.read_text() for p in sorted(run.iterdir()) if p.name.startswith("log.txt"))
+    assert "will resume training" in resumed and f"from step {per_epoch} on are replaced" in resumed

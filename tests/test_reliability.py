@@ -81,8 +81,8 @@ def final_state(out: Path) -> dict[str, torch.Tensor]:
 
 
 def logs(out: Path) -> list[str]:
-    """Every log of the output folder, oldest first (a restart writes log.txt-<time>, keeping log.txt)."""
-    paths = sorted(out.glob("log.txt*"), key=lambda p: (p.name != "log.txt", p.stat().st_mtime_ns))
+    """Every log of the output folder, oldest first (a restart moves log.txt to log.txt-<time>)."""
+    paths = sorted(out.glob("log.txt*"), key=lambda p: (p.name == "log.txt", p.stat().st_mtime_ns))
     return [p.read_text() for p in paths]
 
 
@@ -123,6 +123,25 @@ def launch(argv: list[str], kill_at: str = "") -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+def counted_as_finished(out: Path) -> dict[str, object]:
+    """What each tool that reads a run folder concludes about ``out`` (a training run of the scripts' kind)."""
+    from tools import parse_test_res, results, sweep
+    from tools.plan import Job, Step
+
+    step = Step("base", "CoOp", "digits", 1, ("false",), out / "log.txt", parse_test_res.TRAIN_END)
+    done = subprocess.run(["bash", "-c", 'source scripts/lib.sh && lib_done "$1" train', "lib", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    collected = results.collect([Job("run", (step,))])
+    # A step that is not finished would be run (its command fails) and the sweep would report it failed.
+    outcome = sweep.run_serial([Job("run", (step,))], out.parent / "sweep-logs")[0]
+    return {
+        "scripts skip it": done.returncode == 0,
+        "parse_test_res": parse_test_res.parse_log(out / "log.txt").get("accuracy"),
+        "tables": (collected.value("base", "CoOp", "digits", 1), collected.missing),
+        "sweep": outcome.status,
+    }
+
+
 def test_killed_run_restarted_with_the_same_command_ends_like_an_uninterrupted_one(
     reference, digits_root, micro_clip, tmp_path
 ):
@@ -130,34 +149,46 @@ def test_killed_run_restarted_with_the_same_command_ends_like_an_uninterrupted_o
     argv = coop_argv(digits_root, out, micro_clip)
     ckpts = out / CKPT_DIR
 
-    # 1. Killed after the first step of epoch 3 (steps 1-4 were epochs 1-2, both checkpointed).
+    # 1. Killed while writing its first checkpoint: the folder holds only that save's temporary file.
+    done = launch(argv, kill_at="checkpoint-temp-written:1")
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    left = [p.name for p in ckpts.iterdir()]
+    assert len(left) == 1 and re.fullmatch(r"\.model\.pth\.tar-1\.tmp-\d+", left[0]), left
+
+    # 2. Restarted: the temporary file is removed, training starts from scratch; killed after the first step
+    # of epoch 3 (steps 1-4 were epochs 1-2, both checkpointed).
     done = launch(argv, kill_at="train-step:5")
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    log = (out / "log.txt").read_text()
+    assert f'Removed 1 temporary file(s) of an interrupted checkpoint save in "{ckpts}"' in log
+    assert f'No complete checkpoint in "{out}" (killed before its first save?), train from scratch' in log
     assert (ckpts / "checkpoint").read_text() == "model.pth.tar-2\n"
-    assert (out / "log.txt").read_text().endswith(f"Checkpoint saved to {ckpts / 'model.pth.tar-2'}\n")
+    assert log.endswith(f"Checkpoint saved to {ckpts / 'model.pth.tar-2'}\n")
 
-    # 2. Restarted, then killed while writing the epoch-3 checkpoint: its temporary file is complete, not renamed.
+    # 3. Restarted, then killed while writing the epoch-3 checkpoint: its temporary file is complete, not renamed.
     done = launch(argv, kill_at="checkpoint-temp-written:1")
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert not (ckpts / "model.pth.tar-3").exists()
     assert len(list(ckpts.glob(".model.pth.tar-3.tmp-*"))) == 1
     assert (ckpts / "checkpoint").read_text() == "model.pth.tar-2\n"
+    assert not counted_as_finished(out)["scripts skip it"]
 
-    # 3. The checkpoint named by the pointer is damaged (e.g. a copy cut short): the restart reports it by
+    # 4. The checkpoint named by the pointer is damaged (e.g. a copy cut short): the restart reports it by
     # name and continues from the previous complete one.
     damaged = ckpts / "model.pth.tar-2"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     done = launch(argv)
     assert done.returncode == 0, done.stderr[-2000:]
     log = logs(out)[-1]
-    assert len(logs(out)) == 3
+    assert len(logs(out)) == 4 and log == (out / "log.txt").read_text()
     # (after the colon: torch's own first sentence, which depends on where the file was cut)
     warning = re.escape(f'Warning: Checkpoint "{damaged}" is unreadable (truncated or corrupt?): ')
     assert re.search(f"^{warning}.+\\. Trying the next checkpoint$", log, re.M)
     assert f'Loading checkpoint from "{ckpts / "model.pth.tar-1"}"' in log and "Previous epoch: 1" in log
+    assert not list(ckpts.glob(".*.tmp-*"))
 
     expected, got = final_state(reference), final_state(out)
-    assert expected.keys() == got.keys() == {"prompt_learner.ctx"}
+    assert expected.keys() == got.keys() == {"ctx", "token_prefix", "token_suffix"}  # the official CoOp layout
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert accuracy(log) == accuracy((reference / "log.txt").read_text())
     # Every step, including those redone after a kill, logged the loss and lr of the uninterrupted run.
@@ -165,6 +196,12 @@ def test_killed_run_restarted_with_the_same_command_ends_like_an_uninterrupted_o
     logged = training_lines("\n".join(logs(out)))
     assert len(expected_lines) == 2 * EPOCHS and {step for step, _ in logged} == set(expected_lines)
     assert [(step, expected_lines[step]) for step, _ in logged] == logged
+
+    # The resumed run is a finished run for every tool that reads run folders.
+    acc = float(accuracy(log))
+    assert counted_as_finished(out) == {
+        "scripts skip it": True, "parse_test_res": acc, "tables": (acc, []), "sweep": "complete",
+    }
 
 
 def test_same_seed_and_config_give_bit_identical_results(reference, digits_root, micro_clip, tmp_path):
@@ -175,7 +212,7 @@ def test_same_seed_and_config_give_bit_identical_results(reference, digits_root,
     for epoch in range(1, EPOCHS + 1):
         a = torch.load(reference / CKPT_DIR / f"model.pth.tar-{epoch}", weights_only=True)
         b = torch.load(again / CKPT_DIR / f"model.pth.tar-{epoch}", weights_only=True)
-        assert torch.equal(a["state_dict"]["prompt_learner.ctx"], b["state_dict"]["prompt_learner.ctx"])
+        assert torch.equal(a["state_dict"]["ctx"], b["state_dict"]["ctx"])
         assert torch.equal(a["rng_state"]["torch"], b["rng_state"]["torch"])
     assert training_lines((again / "log.txt").read_text()) == training_lines((reference / "log.txt").read_text())
     assert accuracy((again / "log.txt").read_text()) == accuracy((reference / "log.txt").read_text())
@@ -261,8 +298,8 @@ def test_dassl_pickles_load_only_through_the_explicit_tensor_only_option(tmp_pat
         load_checkpoint(str(path))
     assert str(info.value) == (
         f'"{path}" holds pickled Python objects (torch.optim.lr_scheduler.CosineAnnealingLR), not only tensors '
-        "and plain values: a checkpoint written by real Dassl? Load it with load_checkpoint(path, "
-        "allow_pickle=True), which reads only its tensors and plain values"
+        "and plain values: a checkpoint written by real Dassl? If you trust the file, pass --allow-pickle to "
+        "train.py (or call load_checkpoint(path, allow_pickle=True)), which reads only its tensors and plain values"
     )
 
     ckpt = load_checkpoint(str(path), allow_pickle=True)

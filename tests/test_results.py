@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,6 +89,42 @@ def test_parse_test_res_cli_matches_dassl_summary(tmp_path, capsys):
     (tmp_path / "exp" / "seed4").mkdir()
     with pytest.raises(SystemExit, match="seed4/log.txt does not exist"):
         parse_test_res.main([str(tmp_path / "exp")])
+
+
+def _printed_config(dataset: str, label_space: str) -> str:
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME, cfg.DATASET.SUBSAMPLE_CLASSES = dataset, label_space
+    return str(cfg)
+
+
+def test_parse_test_res_never_averages_label_spaces_or_datasets(tmp_path, project_root):
+    """A folder with base, new and another dataset's runs: one summary each, no figure mixing them."""
+    runs = {"base1": ("Digits", "base", 80.0), "base2": ("Digits", "base", 82.0),
+            "new1": ("Digits", "new", 20.0), "euro1": ("EuroSAT", "base", 50.0)}  # fmt: skip
+    for name, (dataset, space, acc) in runs.items():
+        write_train_log(tmp_path / "mixed" / name, acc, config=_printed_config(dataset, space))
+    assert parse_test_res.run_group(tmp_path / "mixed" / "new1" / "log.txt") == ("Digits", "new")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.parse_test_res", str(tmp_path / "mixed")],
+        cwd=project_root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = proc.stdout
+    assert "[dataset Digits, classes base]\n* accuracy: 81.00% +- 1.00%" in out
+    assert "[dataset Digits, classes new]\n* accuracy: 20.00% +- 0.00%" in out
+    assert "[dataset EuroSAT, classes base]\n* accuracy: 50.00% +- 0.00%" in out
+    assert "3 datasets / label spaces" in out
+    assert out.count("* accuracy:") == 3  # nothing else: no pooled figure
+    # --multi-exp keeps the groups apart too.
+    for exp, space, acc in (("a", "base", 70.0), ("b", "base", 90.0), ("c", "new", 10.0)):
+        write_train_log(tmp_path / "multi" / exp / "seed1", acc, config=_printed_config("Digits", space))
+    parse = subprocess.run(
+        [sys.executable, "-m", "tools.parse_test_res", str(tmp_path / "multi"), "--multi-exp"],
+        cwd=project_root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "Average performance [dataset Digits, classes base]\n* accuracy: 80.00%" in parse
+    assert "Average performance [dataset Digits, classes new]\n* accuracy: 10.00%" in parse
 
 
 def test_read_script_follows_conditionals_and_cfg_env(tmp_path):

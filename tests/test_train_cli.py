@@ -104,15 +104,30 @@ def test_train_then_eval_only_with_load_epoch_and_best(data_root, tmp_path):
     assert f"model-best.pth.tar to model (epoch={best['epoch']}, val_result={best['val_result']:.1f})" in log
 
 
-def test_rerun_into_the_same_output_dir_resumes_and_keeps_the_old_log(data_root, tmp_path):
+def test_rerun_into_the_same_output_dir_resumes_and_keeps_the_old_log(data_root, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--trainer", "EngineToyTrainer", "--seed", "1", *toy_opts(data_root, out, **{"OPTIM.MAX_EPOCH": "2"})]
     train.main(args)
     train.main(args)
     logs = sorted(p.name for p in out.iterdir() if p.name.startswith("log.txt"))
     assert len(logs) == 2 and logs[1].startswith("log.txt-")
-    rerun = (out / logs[1]).read_text()
+    # log.txt is the latest (resumed, finished) run; the first one is kept under its timestamp.
+    rerun = (out / "log.txt").read_text()
+    assert rerun.startswith(f"The previous log of this folder is kept as {logs[1]}\n")
     assert "Previous epoch: 2" in rerun and "epoch [" not in rerun and "Finish training" in rerun
+    assert "epoch [2/2]" in (out / logs[1]).read_text()
+
+    # Another schedule length on a finished folder would continue the old cosine schedule at lr 0: refused.
+    longer = ["--trainer", "EngineToyTrainer", "--seed", "1", *toy_opts(data_root, out, **{"OPTIM.MAX_EPOCH": "4"})]
+    capsys.readouterr()
+    assert train.run(longer) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f'train.py: error: Cannot resume "{out / "model"}" (epoch 2): it was trained with another LR schedule '
+        "(successor.T_max 2.0, this run 4.0: another OPTIM.MAX_EPOCH or OPTIM.LR_SCHEDULER setting?). "
+        "Continuing would follow the old schedule (a finished cosine schedule trains at lr 0). Use a new "
+        "--output-dir, or repeat the settings the folder was trained with.\n"
+    )
 
 
 def test_script_end_to_end(data_root, tmp_path):
@@ -136,3 +151,18 @@ def test_script_end_to_end(data_root, tmp_path):
     log = (out / "log.txt").read_text()
     assert "** System info **" in log and "Finish training" in log and "* accuracy: " in log
     assert done.stdout == log
+
+
+def test_help_is_plain_text_with_the_usage_example_on_its_lines():
+    """``train.py --help``: no RST markup, and the multi-line example keeps its line breaks."""
+    out = subprocess.run(
+        [sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "``" not in out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("python train.py --root DATA"))
+    example = [line.strip() for line in lines[start : start + 3]]
+    assert example[0].startswith("python train.py --root DATA") and example[0].endswith("eurosat.yaml \\")
+    assert example[1].startswith("--config-file configs/trainers/BMIP/") and example[1].endswith("\\")
+    assert example[2] == "DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base"
+    assert "1. engine defaults (engine.config.get_cfg_default);" in out

@@ -1,6 +1,6 @@
 """Is a dataset folder complete? A per-dataset ready / missing report against docs/DATASETS.md.
 
-    python -m tools.check_data --root $DATA [--datasets EuroSAT DescribableTextures ...] [--max-missing 20]
+    python -m tools.check_data --root $DATA [DATASET ...] [--max-missing 20]
 
 For every registered dataset (or the ones named) the tool looks at what the reader in ``datasets/``
 declares - its folder, image folder, split file and the sizes in ``expected`` - and reports one of
@@ -160,10 +160,12 @@ def check_root(root: str, names: Sequence[str] | None = None) -> list[DatasetRep
     if not os.path.isdir(os.path.expanduser(root)):
         raise FileNotFoundError(f"Dataset root {root} is not an existing folder (pass --root DATASET.ROOT)")
     known = DATASET_REGISTRY.registered_names()
-    unknown = [n for n in names or () if n not in known]
+    by_lower = {name.lower(): name for name in known}
+    unknown = [n for n in names or () if n.lower() not in by_lower]
     if unknown:
         raise ValueError(f"Unknown dataset name(s) {unknown}; known: {', '.join(sorted(known))}")
-    return [check_dataset(name, root) for name in (names or sorted(known))]
+    chosen = [by_lower[n.lower()] for n in names] if names else sorted(known)
+    return [check_dataset(name, root) for name in dict.fromkeys(chosen)]
 
 
 def _counts_text(counts: dict[str, int | None]) -> str:
@@ -194,12 +196,15 @@ def format_report(reports: Sequence[DatasetReport], max_missing: int = 20) -> st
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="the folder holding every dataset (DATASET.ROOT)")
-    parser.add_argument("--datasets", nargs="+", help="DATASET.NAME values to check (default: all)")
+    parser.add_argument("names", nargs="*", metavar="DATASET", help="DATASET.NAME values (any case; default: all)")
+    parser.add_argument("--datasets", nargs="+", default=[], help="the same, as an option")
     parser.add_argument("--max-missing", type=int, default=20, help="missing paths listed per dataset (0: all)")
     args = parser.parse_args(argv)
-    reports = check_root(args.root, args.datasets)
+    reports = check_root(args.root, [*args.names, *args.datasets])
     print(f"Dataset root: {os.path.abspath(os.path.expanduser(args.root))}")
     print(format_report(reports, args.max_missing))
+    if any(r.status == MISSING for r in reports):
+        print(f"{MISSING}: the dataset's folder is not under the root (not downloaded); docs/DATASETS.md says how")
     return 0 if all(r.ok for r in reports) else 1
 
 

@@ -1,4 +1,4 @@
-"""Convert a checkpoint published by the official MaPLe or BMIP repository for evaluation here.
+"""Convert a checkpoint published by the official CoOp, CoCoOp, MaPLe or BMIP repository for evaluation here.
 
     python -m tools.convert_official --method BMIP --allow-pickle \\
         path/to/MultiModalPromptLearner/model.pth.tar-5 --output-dir converted/eurosat_seed1

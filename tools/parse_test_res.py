@@ -10,6 +10,11 @@ MaPLe, so their usage notes apply unchanged:
   or ``1.96*std/sqrt(n)`` with ``--ci95``;
 - ``--multi-exp`` treats each subdirectory as one experiment (its subdirectories are the seeds).
 
+One departure: runs are grouped by the dataset and label space (``DATASET.NAME`` and
+``DATASET.SUBSAMPLE_CLASSES``, read from the config each log prints) and each group gets its own
+summary, so a folder holding a base run and a new-class run is never averaged into one figure (the
+Dassl script did that silently). A folder of one group prints exactly the Dassl summary.
+
 MaPLe's copy looks for ``Finished training``; ``--end-signal`` accepts any other end line.
 """
 
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from tools.metrics import summarize
 
-__all__ = ["TRAIN_END", "TEST_END", "metric_regex", "parse_log", "parse_directory", "main"]
+__all__ = ["TRAIN_END", "TEST_END", "metric_regex", "parse_log", "run_group", "parse_directory", "main"]
 
 TRAIN_END = "Finish training"
 TEST_END = "=> result"
@@ -65,10 +70,47 @@ def parse_log(
     return found
 
 
+_CONFIG_START = "** Config **"
+_GROUP_KEYS = (("DATASET", "NAME"), ("DATASET", "SUBSAMPLE_CLASSES"))
+UNKNOWN = "?"
+
+
+def run_group(path: str | Path) -> tuple[str, str]:
+    """(dataset, label space) from the yacs config a ``log.txt`` prints; ``?`` for what it does not say.
+
+    Only the first config block is read (a resumed run prints the same one again).
+    """
+    found: dict[tuple[str, str], str] = {}
+    section = None
+    in_config = False
+    with Path(path).open(errors="replace") as f:
+        for raw in f:
+            line = raw.rstrip("\n")
+            if not in_config:
+                in_config = line.strip() == _CONFIG_START
+                continue
+            if line.startswith("** ") or line.startswith("Collecting env info"):
+                break
+            if line and not line.startswith(" ") and line.endswith(":"):
+                section = line[:-1]
+            elif line.startswith("  ") and not line.startswith("   ") and ":" in line:
+                key, _, value = line.strip().partition(":")
+                if (section, key) in _GROUP_KEYS:
+                    found[(section, key)] = value.strip()
+    return tuple(found.get(k, UNKNOWN) for k in _GROUP_KEYS)  # type: ignore[return-value]
+
+
 def _run_dirs(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise SystemExit(f"parse_test_res: {directory} is not a directory (expected a folder of seed runs)")
     return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+Group = tuple[str, str]  # (dataset, label space)
+
+
+def _group_label(group: Group, n_groups: int) -> str:
+    return "" if n_groups == 1 else f" [dataset {group[0]}, classes {group[1]}]"
 
 
 def parse_directory(
@@ -77,29 +119,34 @@ def parse_directory(
     keyword: str = "accuracy",
     ci95: bool = False,
     verbose: bool = True,
-) -> float:
-    """Print per-run values and their mean +- std for one experiment folder; return the mean."""
+) -> dict[Group, float]:
+    """Print per-run values and mean +- std per (dataset, label space) of one folder; return the means."""
     directory = Path(directory)
     print(f"Parsing files in {directory}")
-    values = []
+    groups: dict[Group, list[float]] = {}
     for run in _run_dirs(directory):
         log = run / "log.txt"
         if not log.is_file():
             raise SystemExit(f"parse_test_res: {log} does not exist (every run folder must hold log.txt)")
         found = parse_log(log, end_signal, (keyword,))
         if keyword in found:
-            values.append(found[keyword])
+            groups.setdefault(run_group(log), []).append(found[keyword])
             if verbose:
                 print(f"file: {log}. {keyword}: {found[keyword]:.2f}%. ")
-    if not values:
+    if not groups:
         raise SystemExit(f"parse_test_res: Nothing found in {directory} (end signal {end_signal!r})")
-    stat = summarize(values, ci95=ci95)
-    if verbose:
-        print("===")
-        print(f"Summary of directory: {directory}")
-        print(f"* {keyword}: {stat.mean:.2f}% +- {stat.std:.2f}%")
-        print("===")
-    return stat.mean
+    means = {}
+    for group, values in sorted(groups.items()):
+        stat = summarize(values, ci95=ci95)
+        means[group] = stat.mean
+        if verbose:
+            print("===")
+            print(f"Summary of directory: {directory}{_group_label(group, len(groups))}")
+            print(f"* {keyword}: {stat.mean:.2f}% +- {stat.std:.2f}%")
+            print("===")
+    if len(groups) > 1:
+        print(f"Note: {len(groups)} datasets / label spaces in {directory}: summarised separately, never averaged")
+    return means
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,13 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     end_signal = args.end_signal or (TEST_END if args.test_log else TRAIN_END)
     directory = Path(args.directory)
     if args.multi_exp:
-        means = [parse_directory(exp, end_signal, args.keyword, args.ci95) for exp in _run_dirs(directory)]
-        if not means:
+        per_group: dict[Group, list[float]] = {}
+        for exp in _run_dirs(directory):
+            for group, mean in parse_directory(exp, end_signal, args.keyword, args.ci95).items():
+                per_group.setdefault(group, []).append(mean)
+        if not per_group:
             raise SystemExit(f"parse_test_res: Nothing found in {directory} (no experiment folders)")
-        print("===")
-        print("Average performance")
-        print(f"* {args.keyword}: {sum(means) / len(means):.2f}%")
-        print("===")
+        for group, means in sorted(per_group.items()):
+            print("===")
+            print(f"Average performance{_group_label(group, len(per_group))}")
+            print(f"* {args.keyword}: {sum(means) / len(means):.2f}%")
+            print("===")
     else:
         parse_directory(directory, end_signal, args.keyword, args.ci95)
     return 0

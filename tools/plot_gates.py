@@ -9,7 +9,7 @@ tokens pay to the prompt slot (prompting/interaction.py). ``w`` near 1 keeps the
 0 takes the other modality's. Two sources, ``--source auto`` (default) takes the first that exists:
 
 * ``tensorboard``: the scalars ``gates/<tower>/block<b>/slot<i>`` the trainers write after every epoch
-  (``RUN_DIR/tensorboard``; trainers/base.py) - the ``w`` the forward passes really applied, per slot,
+  (``RUN_DIR/tensorboard``; trainers/base.py; at the epoch's last iteration, ``train/epoch`` names the epoch) - the ``w`` the forward passes really applied, per slot,
   averaged over the epoch's training steps. Every epoch is there, whatever ``TRAIN.CHECKPOINT_FREQ``.
 * ``checkpoints``: the gate parameters of every checkpoint (``<model name>/model.pth.tar-<epoch>``;
   ``model-best.pth.tar`` when it is the only one), with ``w`` drawn at the attention value ``--attention``
@@ -44,8 +44,10 @@ __all__ = [
     "find_gate_checkpoints",
     "gate_weight",
     "main",
+    "draw_gates",
     "plot_gates",
     "read_gate_curves",
+    "slot_style",
     "read_gate_history",
     "read_tensorboard_curves",
 ]
@@ -53,6 +55,7 @@ __all__ = [
 SIDES = ("vision", "text")
 SOURCES = ("auto", "tensorboard", "checkpoints")
 TENSORBOARD_DIR = "tensorboard"  # the engine's writer folder under OUTPUT_DIR
+EPOCH_TAG = "train/epoch"  # engine.engine.trainer.EPOCH_TAG (not imported: this tool needs no torch)
 _GATE_KEY = re.compile(r"(?:^|\.)gates_([vt])\.(\d+)\.(weight|bias)$")
 _SLOT_TAG = re.compile(r"^gates/(vision|text)/block(\d+)/slot(\d+)$")  # prompting.interaction.GATE_TAG
 _CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
@@ -128,7 +131,8 @@ def find_gate_checkpoints(run_dir: str) -> tuple[str, dict[int, str]]:
             candidates[folder] = {0: os.path.join(folder, _BEST)}
     if not candidates:
         raise FileNotFoundError(
-            f"No checkpoint (model.pth.tar-<epoch> or {_BEST}) under {run_dir}; is it the OUTPUT_DIR of a BMIP run?"
+            f"{run_dir} has no gate scalars ({TENSORBOARD_DIR}/) and no checkpoint (model.pth.tar-<epoch> or {_BEST}): "
+            "pass the OUTPUT_DIR of a BMIP-family training run (an eval-only run saves neither)"
         )
     if len(candidates) > 1:
         raise ValueError(
@@ -182,14 +186,21 @@ def read_tensorboard_curves(run_dir: str) -> GateCurves | None:
 
     events = EventAccumulator(directory, size_guidance={SCALARS: 0})  # 0: keep every event
     events.Reload()
+    tags = events.Tags()["scalars"]
+    # Steps are iterations; the engine's epoch tag says which epoch ends at each step. Runs older than
+    # that tag wrote the gates at the 1-based epoch number.
+    epoch_of = {e.step: int(e.value) for e in events.Scalars(EPOCH_TAG)} if EPOCH_TAG in tags else None
     found: dict[str, dict[int, dict[int, dict[int, float]]]] = {side: {} for side in SIDES}
-    for tag in events.Tags()["scalars"]:
+    for tag in tags:
         match = _SLOT_TAG.match(tag)
         if match is None:
             continue
         side, block, slot = match.group(1), int(match.group(2)), int(match.group(3))
         for event in events.Scalars(tag):
-            found[side].setdefault(event.step, {}).setdefault(block, {})[slot] = event.value
+            epoch = event.step if epoch_of is None else epoch_of.get(event.step)
+            if epoch is None:
+                raise ValueError(f"{directory}: gate scalar {tag} at step {event.step} has no {EPOCH_TAG} value")
+            found[side].setdefault(epoch, {}).setdefault(block, {})[slot] = event.value
     if not any(found.values()):
         return None
     values = {
@@ -251,11 +262,23 @@ def gate_activation_from_log(run_dir: str) -> str | None:
 
 
 # ---- figure --------------------------------------------------------------------------------------------
-_SLOT_STYLES = ("-", "--", ":", "-.")
+_SLOT_LINES = ("-", "--", ":", "-.")
+_SLOT_MARKERS = ("o", "s", "^", "D")
+_SLOT_HATCHES = ("", "////", "....", "xxxx")
+_BAR_GAP = 0.15  # fraction of a slot's width left empty on each side, so neighbouring bars never touch
 
 
-def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid") -> list[str]:
-    """Draw the two panels per side and write ``out_prefix``.png and .pdf; returns the written paths."""
+def slot_style(slot: int) -> dict[str, str]:
+    """Line style, marker and bar hatch of one slot: a block's slots share its colour, not its look."""
+    return {
+        "linestyle": _SLOT_LINES[slot % len(_SLOT_LINES)],
+        "marker": _SLOT_MARKERS[slot % len(_SLOT_MARKERS)],
+        "hatch": _SLOT_HATCHES[slot % len(_SLOT_HATCHES)],
+    }
+
+
+def draw_gates(curves: GateCurves, activation: str = "sigmoid"):
+    """The figure: per side, ``w`` over the epochs (legend outside the axes) and ``w`` at the last epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,7 +287,7 @@ def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid")
 
     epochs = curves.epochs
     last = epochs[-1]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 7), squeeze=False, constrained_layout=True)
     for row, side in enumerate(SIDES):
         per_epoch = curves.values[side]
         final_blocks = per_epoch.get(last, {})
@@ -273,16 +296,20 @@ def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid")
         cmap = plt.get_cmap("viridis", max(len(blocks), 2))
         for i, block in enumerate(blocks):
             n_slots = len(final_blocks[block])
+            shown = [e for e in epochs if block in per_epoch.get(e, {})]
+            width = 0.8 / n_slots
             for slot in range(n_slots):
-                shown = [e for e in epochs if block in per_epoch.get(e, {})]
+                style = slot_style(slot)
                 label = f"block {block}" + (f" slot {slot}" if n_slots > 1 else "")
                 over.plot(
-                    shown, [per_epoch[e][block][slot] for e in shown], marker="o", markersize=3,
-                    color=cmap(i), linestyle=_SLOT_STYLES[slot % len(_SLOT_STYLES)], label=label,
+                    shown, [per_epoch[e][block][slot] for e in shown], marker=style["marker"], markersize=4,
+                    color=cmap(i), linestyle=style["linestyle"], label=label,
                 )  # fmt: skip
-            width = 0.8 / n_slots
-            for slot, value in enumerate(final_blocks[block]):
-                final.bar(block - 0.4 + width * (slot + 0.5), value, width=width, color=cmap(i))
+                final.bar(
+                    block - 0.4 + width * (slot + 0.5), final_blocks[block][slot], width=width * (1 - 2 * _BAR_GAP),
+                    color=cmap(i), hatch=style["hatch"], edgecolor="black", linewidth=0.5,
+                    label=f"slot {slot}" if i == 0 and n_slots > 1 else None,
+                )  # fmt: skip
         over.set_title(f"{side} tower: w over training")
         over.set_xlabel("epoch")
         over.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -292,7 +319,10 @@ def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid")
         final.set_ylabel("w (own prompt)")
         if blocks:
             final.set_xticks(blocks)
-            over.legend(fontsize="x-small", ncol=2)
+            # Beside the axes, never over the curves.
+            over.legend(fontsize="x-small", ncol=1 + len(blocks) // 10, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            if final.get_legend_handles_labels()[0]:
+                final.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             for ax in (over, final):
                 ax.text(0.5, 0.5, "no gates", ha="center", va="center", transform=ax.transAxes)
@@ -300,6 +330,14 @@ def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid")
             for ax in (over, final):
                 ax.set_ylim(0, 1)
     fig.suptitle(f"BMIP gates ({activation}): {curves.source}", fontsize="medium")
+    return fig
+
+
+def plot_gates(curves: GateCurves, out_prefix: str, activation: str = "sigmoid") -> list[str]:
+    """Draw the figure (``draw_gates``) and write ``out_prefix``.png and .pdf; returns the written paths."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_gates(curves, activation)
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     written = []
     for ext in ("png", "pdf"):
@@ -324,7 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     activation = args.gate_act or gate_activation_from_log(args.run_dir) or "sigmoid"
-    curves = read_gate_curves(args.run_dir, args.source, args.attention, activation, args.allow_pickle)
+    try:
+        curves = read_gate_curves(args.run_dir, args.source, args.attention, activation, args.allow_pickle)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        print(f"plot_gates: error: {error}", file=sys.stderr)
+        return 1
     written = plot_gates(curves, args.out or os.path.join(args.run_dir, "gates"), activation)
     last = curves.epochs[-1]
     print(f"Gates from {curves.source} (epochs {curves.epochs}, activation {activation}), w at epoch {last}:")

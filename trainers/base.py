@@ -161,6 +161,10 @@ class DeepPromptTrainer(TrainerX):
         """Checkpoints hold the trainable tensors only (class buffers and frozen CLIP are rebuilt)."""
         return OrderedDict(self._models[name].trainable_state_dict())
 
+    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) on the device: the official prompt trainers drop Dassl's domain too."""
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the current label space (methods with extra terms override this)."""
         return F.cross_entropy(self.model(images), labels)
@@ -177,7 +181,7 @@ class DeepPromptTrainer(TrainerX):
         finally:
             gated.gate_monitor = None
         for tag, value in gated.gate_scalars(monitor).items():
-            self.write_scalar(tag, value, self.epoch + 1)
+            self.write_scalar(tag, value, self.epoch_end_step())
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of the training forward: autocast at ``PREC``'s dtype, or a no-op.

@@ -11,7 +11,10 @@ from collections.abc import Callable
 
 from yacs.config import CfgNode as CN
 
+from engine.config import register_value_adapter
+
 __all__ = [
+    "KGCOOP_CTX_INIT",
     "METHOD_CFG_FUNCTIONS",
     "add_shared_cfg",
     "add_bmip_cfg",
@@ -27,6 +30,14 @@ __all__ = [
     "add_mmrl_cfg",
     "extend_trainer_cfg",
 ]
+
+
+# KgCoOp (and the repositories built on it) declare ``TRAINER.COOP.CTX_INIT`` as a bool, True meaning
+# "initialise the context from these words": its shipped YAMLs say ``CTX_INIT: True``. Merged into our
+# string key, True becomes those words and False the random initialisation ("").
+KGCOOP_CTX_INIT = "a photo of a"
+for _key in ("TRAINER.COOP.CTX_INIT", "TRAINER.COCOOP.CTX_INIT"):
+    register_value_adapter(_key, bool, str, lambda value: KGCOOP_CTX_INIT if value else "")
 
 
 def add_shared_cfg(cfg: CN) -> None:

@@ -14,6 +14,7 @@ training step and precision handling) come from :mod:`prompting` and :class:`tra
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from .base import DeepPromptTrainer
 
 __all__ = [
     "CLASS_TOKEN_POSITIONS",
+    "OFFICIAL_CLASS_BUFFERS",
     "CoOp",
     "CoOpCLIP",
     "CoOpPromptLearner",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# Class-dependent buffers the official prompt learners save and their load_model drops.
+OFFICIAL_CLASS_BUFFERS = ("token_prefix", "token_suffix", "token_midfix")
 
 
 def context_length_from_init(ctx_init: str, n_ctx: int) -> int:
@@ -160,8 +164,30 @@ class CoOpCLIP(PromptedCLIP):
     def encode_text(self, plan: PromptPlan) -> Tensor:
         return self.encode_class_prompts(plan.text_ctx)
 
+    def official_state_dict(self) -> OrderedDict:
+        """What the official CoOp/CoCoOp save for their ``prompt_learner``: the learner's trainable tensors
+        under their own names (``ctx``, ``meta_net.*``) plus the class buffers ``token_prefix``/``token_suffix``,
+        so the official ``load_model`` (which drops the buffers) and Dassl's strict resume both read it."""
+        skip = len("prompt_learner.")
+        state = OrderedDict((k[skip:], v) for k, v in self.trainable_state_dict().items())
+        state["token_prefix"] = self.token_prefix
+        state["token_suffix"] = self.token_suffix
+        return state
+
+    def translate_state_dict(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """Read the official layout (:meth:`official_state_dict`) as ours: the class buffers are dropped
+        (rebuilt for the current label space, as the official ``load_model`` does) and the learner's keys
+        get their ``prompt_learner.`` prefix; keys already in our layout pass unchanged."""
+        return {
+            (k if k.startswith("prompt_learner.") else "prompt_learner." + k): v
+            for k, v in state_dict.items()
+            if k not in OFFICIAL_CLASS_BUFFERS
+        }
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # noqa: ANN201
-        """As :class:`PromptedCLIP`, with a clear error when a CSC checkpoint meets another label space."""
+        """As :class:`PromptedCLIP`, for our layout or the official one, with a clear error when a CSC
+        checkpoint meets another label space."""
+        state_dict = self.translate_state_dict(state_dict)
         ctx = state_dict.get("prompt_learner.ctx")
         own = self.prompt_learner.ctx
         if ctx is not None and ctx.shape != own.shape:
@@ -185,8 +211,10 @@ def check_input_size(cfg: Any, clip_model: nn.Module) -> None:
 class ContextTrainer(DeepPromptTrainer):
     """Shared by CoOp and CoCoOp: the model is a :class:`CoOpCLIP` (or subclass) built by :meth:`build_clip_model`.
 
-    Checkpoints go to ``prompt_learner/`` (the official folder) and hold the trainable tensors only;
-    ``MODEL.INIT_WEIGHTS`` is loaded into the prompt learner, as the official trainers do.
+    Checkpoints go to ``prompt_learner/`` (the official folder) in the official layout (``ctx``, ``meta_net.*``,
+    ``token_prefix``, ``token_suffix``; :meth:`CoOpCLIP.official_state_dict`), so the official ``coop.py`` /
+    ``cocoop.py`` and real Dassl read them; files of either layout load here. ``MODEL.INIT_WEIGHTS`` is
+    loaded into the prompt learner, as the official trainers do.
     """
 
     MODEL_NAME = "prompt_learner"
@@ -194,6 +222,9 @@ class ContextTrainer(DeepPromptTrainer):
 
     def build_clip_model(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         raise NotImplementedError
+
+    def model_state_dict(self, name: str) -> OrderedDict:
+        return self._models[name].official_state_dict()
 
     def build_custom_clip(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         check_input_size(self.cfg, clip_model)

@@ -1,4 +1,4 @@
-"""Read checkpoints published by the official MaPLe and BMIP repositories into this project's layout.
+"""Read checkpoints published by the official CoOp, CoCoOp, MaPLe and BMIP repositories into this project's layout.
 
 The official trainers register the whole ``CustomCLIP`` (``MultiModalPromptLearner``), so their files hold
 the frozen CLIP (fp16) next to the prompt tensors, keep BMIP's gates inside the CLIP blocks, store a few
@@ -6,6 +6,10 @@ tensors no forward pass uses, and pickle the scheduler object. This module maps 
 trainable tensors of our ``MaPLe`` / ``BMIP`` trainers (fp32) and writes an ordinary checkpoint of ours,
 which ``train.py --eval-only --model-dir OUT --load-epoch E`` then evaluates. Key mapping:
 
+* CoOp / CoCoOp: the official trainers register the prompt learner alone (folder ``prompt_learner``);
+  ``ctx`` and ``meta_net.*`` -> ``prompt_learner.ctx`` / ``prompt_learner.meta_net.*``, the class buffers
+  ``token_prefix/suffix`` dropped (our trainers also read such a file directly, with ``--allow-pickle``
+  when its scheduler is pickled; converting once drops the pickles).
 * MaPLe: ``prompt_learner.{ctx, proj, compound_prompts_text.j, compound_prompt_projections.j}`` keep their
   names (ours are the official ones).
 * BMIP: the prompt learner's tensors keep their names, except ``ctx_v`` (77 x d_v in the release, of which
@@ -34,9 +38,18 @@ import torch
 
 from engine.utils import load_checkpoint, save_checkpoint
 
+from .coop import OFFICIAL_CLASS_BUFFERS
+
 __all__ = ["OFFICIAL_METHODS", "OfficialCheckpointError", "convert_official_checkpoint", "convert_official_state_dict"]
 
-OFFICIAL_METHODS = {"MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner"}
+# method -> the folder (registered model name) of its official checkpoints
+OFFICIAL_METHODS = {
+    "BMIP": "MultiModalPromptLearner",
+    "CoCoOp": "prompt_learner",
+    "CoOp": "prompt_learner",
+    "MaPLe": "MultiModalPromptLearner",
+}
+_LEARNER_ONLY = ("CoOp", "CoCoOp")
 
 _FROZEN = re.compile(r"^(image_encoder\.|text_encoder\.|logit_scale$)")
 _CLASS_BUFFERS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
@@ -80,6 +93,16 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], method: 
     if method not in OFFICIAL_METHODS:
         raise ValueError(f"Official checkpoints can be read for {sorted(OFFICIAL_METHODS)}, not {method!r}")
     converted: OrderedDict[str, torch.Tensor] = OrderedDict()
+    if method in _LEARNER_ONLY:
+        if "ctx" not in state_dict:
+            raise OfficialCheckpointError(f"not a {method} checkpoint: 'ctx' is missing")
+        for key, tensor in state_dict.items():
+            if key in OFFICIAL_CLASS_BUFFERS:
+                continue
+            if method == "CoOp" and key != "ctx" or method == "CoCoOp" and not re.fullmatch(r"ctx|meta_net\..+", key):
+                raise OfficialCheckpointError(f"unexpected tensor {key!r} in an official {method} checkpoint")
+            converted["prompt_learner." + key] = _fp32(tensor)
+        return converted
     if method == "BMIP":
         if "prompt_learner.ctx_t" not in state_dict:
             raise OfficialCheckpointError("not a BMIP checkpoint: 'prompt_learner.ctx_t' is missing")

@@ -16,7 +16,7 @@ from tabulate import tabulate
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from engine.utils import read_image
+from engine.utils import check_image_headers, read_image
 
 from .datasets import Datum, build_dataset
 from .samplers import build_sampler
@@ -122,6 +122,17 @@ class DataManager:
         dataset_wrapper: type[TorchDataset] | None = None,
     ) -> None:
         dataset = build_dataset(cfg)
+        if not dataset.train_x:
+            source = getattr(dataset, "split_path", "") or f"the data under DATASET.ROOT {cfg.DATASET.ROOT}"
+            raise ValueError(f"{cfg.DATASET.NAME}: the train split is empty; check {source}")
+        dl = cfg.DATALOADER
+        for key in ("TRAIN_X", "TRAIN_U", "TEST"):
+            if dl[key].BATCH_SIZE < 1:
+                raise ValueError(f"DATALOADER.{key}.BATCH_SIZE must be >= 1, got {dl[key].BATCH_SIZE}")
+        if cfg.DATASET.get("CHECK_IMAGES", True):
+            for split in ("train_x", "train_u", "val", "test"):
+                items = getattr(dataset, split) or []
+                check_image_headers(sorted({item.impath for item in items}), f"the {split} split of {cfg.DATASET.NAME}")
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)
         else:
@@ -133,7 +144,6 @@ class DataManager:
             print("* Using custom transform for testing")
             tfm_test = custom_tfm_test
 
-        dl = cfg.DATALOADER
         self.train_loader_x = build_data_loader(
             cfg,
             sampler_type=dl.TRAIN_X.SAMPLER,

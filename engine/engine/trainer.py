@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,16 +29,35 @@ from engine.utils import (
     MetricMeter,
     crash_point,
     get_rng_state,
+    has_checkpoint,
     load_checkpoint,
     load_state_dict_checked,
+    remove_stray_temp_files,
     resume_from_checkpoint,
     save_checkpoint,
     tolist_if_not,
 )
 
-__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU"]
 
 _BEST_FILE = "model-best.pth.tar"
+EPOCH_TAG = "train/epoch"  # 1-based epoch at each epoch's last step: maps TensorBoard steps to epochs
+
+
+# Scheduler state entries that define the schedule (not the progress along it), also in a warmup's successor.
+_SCHEDULE_KEYS = ("T_max", "eta_min", "step_size", "milestones", "gamma", "warmup_epoch")
+
+
+def _schedule(sched: Any) -> dict[str, Any]:
+    """The schedule-defining entries of ``sched``'s state (``successor.<key>`` for a warmup's successor)."""
+    if sched is None:
+        return {}
+    state = sched.state_dict()
+    found = {k: state[k] for k in _SCHEDULE_KEYS if k in state}
+    successor = state.get("successor")
+    if isinstance(successor, dict):
+        found.update({f"successor.{k}": successor[k] for k in _SCHEDULE_KEYS if k in successor})
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in found.items()}
 
 
 def _format_val_result(val_result: float | None) -> str:
@@ -143,15 +162,36 @@ class TrainerBase:
             )
 
     def resume_model_if_exist(self, directory: str) -> int:
-        """Resume all models from ``directory`` if each has a checkpoint folder; return the start epoch."""
+        """Resume all models from ``directory`` if each has a checkpoint; return the start epoch.
+
+        Temporary files of a save that a kill interrupted are removed first. A folder holding no checkpoint
+        at all (a run killed before, or while, writing its first one) trains from scratch, saying so. A
+        checkpoint whose LR schedule differs from this run's (e.g. another ``OPTIM.MAX_EPOCH``) is refused.
+        """
         names = self.get_model_names()
-        if not all(os.path.exists(os.path.join(directory, name)) for name in names):
-            print("No checkpoint found, train from scratch")
+        folders = {name: os.path.join(directory, name) for name in names}
+        for folder in folders.values():
+            stray = remove_stray_temp_files(folder)
+            if stray:
+                print(f'Removed {len(stray)} temporary file(s) of an interrupted checkpoint save in "{folder}"')
+        present = [name for name in names if has_checkpoint(folders[name])]
+        if not present:
+            if any(os.path.isdir(f) for f in folders.values()):
+                print(f'No complete checkpoint in "{directory}" (killed before its first save?), train from scratch')
+            else:
+                print("No checkpoint found, train from scratch")
             return 0
+        if len(present) < len(names):
+            missing = [name for name in names if name not in present]
+            raise CheckpointError(
+                f'"{directory}" has checkpoints for {present} but none for {missing}; the run cannot be '
+                "resumed consistently. Delete the folder to train from scratch."
+            )
         print(f'Found checkpoint at "{directory}" (will resume training)')
+        planned = {name: _schedule(self._scheds[name]) for name in names}
         epochs = {
             name: resume_from_checkpoint(
-                os.path.join(directory, name),
+                folders[name],
                 self._models[name],
                 self._optims[name],
                 self._scheds[name],
@@ -164,6 +204,16 @@ class TrainerBase:
                 f'The checkpoints in "{directory}" are from different epochs ({epochs}); the run cannot be '
                 "resumed consistently. Delete the newer ones or the whole folder."
             )
+        for name in names:
+            saved = _schedule(self._scheds[name])
+            diffs = [f"{k} {saved.get(k)}, this run {v}" for k, v in planned[name].items() if saved.get(k) != v]
+            if diffs:
+                raise ValueError(
+                    f'Cannot resume "{folders[name]}" (epoch {epochs[name]}): it was trained with another LR '
+                    f"schedule ({'; '.join(diffs)}: another OPTIM.MAX_EPOCH or OPTIM.LR_SCHEDULER setting?). "
+                    "Continuing would follow the old schedule (a finished cosine schedule trains at lr 0). "
+                    "Use a new --output-dir, or repeat the settings the folder was trained with."
+                )
         return epochs[names[-1]]
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
@@ -228,8 +278,12 @@ class TrainerBase:
             self._last_finite = (self._step_name(), values)
 
     # ------------------------------------------------------------------ tensorboard
-    def init_writer(self, log_dir: str) -> None:
-        """Create the tensorboard writer once; without the tensorboard package, scalars are dropped."""
+    def init_writer(self, log_dir: str, purge_step: int | None = None) -> None:
+        """Create the tensorboard writer once; without the tensorboard package, scalars are dropped.
+
+        ``purge_step``: a resumed run's first step; TensorBoard then drops the interrupted run's events
+        from that step on, so redone steps are not shown twice.
+        """
         if self._writer is not None:
             return
         try:
@@ -238,7 +292,9 @@ class TrainerBase:
             print("Note: tensorboard is not installed; scalars are not written")
             return
         print(f"Initialize tensorboard (log_dir={log_dir})")
-        self._writer = SummaryWriter(log_dir=log_dir)
+        if purge_step is not None:
+            print(f"TensorBoard: events of the interrupted run from step {purge_step} on are replaced")
+        self._writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
     def close_writer(self) -> None:
         if self._writer is not None:
@@ -376,13 +432,33 @@ class SimpleTrainer(TrainerBase):
 
     def before_train(self) -> None:
         directory = self.cfg.RESUME or self.output_dir
+        if self.cfg.RESUME and not any(
+            has_checkpoint(os.path.join(directory, name)) for name in self.get_model_names()
+        ):
+            raise FileNotFoundError(
+                f'RESUME (--resume) "{directory}" holds no checkpoint (expected <folder>/<model name>/checkpoint '
+                f"for {self.get_model_names()}); drop --resume to train from scratch"
+            )
         self.start_epoch = self.resume_model_if_exist(directory)
         if self.start_epoch > 0:
             self._restore_best_result(directory)
         writer_dir = os.path.join(self.output_dir, "tensorboard")
         os.makedirs(writer_dir, exist_ok=True)
-        self.init_writer(writer_dir)
+        self.init_writer(writer_dir, self.start_epoch * self.steps_per_epoch() if self.start_epoch > 0 else None)
         self.time_start = time.time()
+
+    def steps_per_epoch(self) -> int:
+        """Training iterations per epoch: the unit of TensorBoard's step axis."""
+        loader = getattr(self, "train_loader_x", None)
+        return max(len(loader), 1) if loader is not None else 1
+
+    def epoch_end_step(self) -> int:
+        """The step of the current epoch's last iteration, where per-epoch scalars (val, gates) are written.
+
+        One step axis for every tag (Dassl put per-epoch values at the epoch number, on the same axis as
+        the iterations), so a resumed run's ``purge_step`` removes exactly the redone epochs' events.
+        """
+        return (self.epoch + 1) * self.steps_per_epoch() - 1
 
     def _restore_best_result(self, directory: str) -> None:
         """After a resume, keep comparing against the best val result saved before the interruption.
@@ -441,7 +517,7 @@ class SimpleTrainer(TrainerBase):
             self.evaluator.process(output, label)
         results = self.evaluator.evaluate()
         for k, v in results.items():
-            self.write_scalar(f"{split}/{k}", v, self.epoch)
+            self.write_scalar(f"{split}/{k}", v, self.epoch_end_step())
         return list(results.values())[0]
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
@@ -497,6 +573,65 @@ class TrainerX(SimpleTrainer):
                 self.write_scalar("train/" + name, meter.avg, n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
+        self.write_scalar(EPOCH_TAG, self.epoch + 1, self.epoch_end_step())
 
-    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+    def parse_batch_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, labels, domains) on the device, as Dassl's TrainerX (prompt trainers override it)."""
+        return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
+
+
+class TrainerXU(SimpleTrainer):
+    """Trains on labelled and unlabelled data together (Dassl's base of its DA and SSL trainers).
+
+    An epoch has ``TRAIN.COUNT_ITER`` batches: as many as the labelled loader (``train_x``), the
+    unlabelled one (``train_u``) or the smaller of the two (``smaller_one``); a loader that runs out
+    first restarts. ``forward_backward(batch_x, batch_u)`` gets one batch of each.
+    """
+
+    def run_epoch(self) -> None:
+        if self.train_loader_u is None:
+            raise ValueError(
+                f"{type(self).__name__} is a TrainerXU and needs unlabelled data (train_loader_u), but the "
+                f"dataset {self.cfg.DATASET.NAME} has no train_u split"
+            )
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        sizes = {"train_x": len(self.train_loader_x), "train_u": len(self.train_loader_u)}
+        count_iter = self.cfg.TRAIN.COUNT_ITER
+        if count_iter == "smaller_one":
+            self.num_batches = min(sizes.values())
+        elif count_iter in sizes:
+            self.num_batches = sizes[count_iter]
+        else:
+            raise ValueError(f'TRAIN.COUNT_ITER must be train_x, train_u or smaller_one, got "{count_iter}"')
+        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
+        for batch_idx in range(self.num_batches):
+            self.batch_idx = batch_idx
+            try:
+                batch_x = next(iter_x)
+            except StopIteration:
+                iter_x = iter(self.train_loader_x)
+                batch_x = next(iter_x)
+            try:
+                batch_u = next(iter_u)
+            except StopIteration:
+                iter_u = iter(self.train_loader_u)
+                batch_u = next(iter_u)
+            loss_summary = self.forward_backward(batch_x, batch_u)
+            self._note_finite_step(loss_summary)
+            losses.update(loss_summary)
+            if (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0 or self.num_batches < self.cfg.TRAIN.PRINT_FREQ:
+                print(
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
+                    f"{losses} lr {self.get_current_lr():.4e}"
+                )
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+    def parse_batch_train(
+        self, batch_x: dict[str, Any], batch_u: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(labelled images, labels, unlabelled images) on the device, as Dassl's TrainerXU."""
+        return batch_x["img"].to(self.device), batch_x["label"].to(self.device), batch_u["img"].to(self.device)

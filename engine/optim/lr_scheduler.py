@@ -5,6 +5,11 @@ after W warmup epochs the successor starts from its own step 0) without Dassl's 
 pass no ``verbose`` argument to torch, and their ``state_dict`` holds only data (the successor's
 state, not the successor object), so checkpoints load with ``weights_only=True`` and a resumed run
 continues the real schedule instead of freezing the LR.
+
+The successor's state is saved under ``successor_state``, never ``successor``: real Dassl's
+``load_state_dict`` copies every key onto the scheduler, so a plain dict under ``successor`` would
+replace its successor object and crash the next step; under another key real Dassl keeps its own
+successor (which then starts from its initial state: real Dassl cannot restore it from any file).
 """
 
 from __future__ import annotations
@@ -50,9 +55,9 @@ class _BaseWarmupScheduler(LRScheduler):
             super().step(epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data only: the successor contributes its own state dict."""
+        """Plain data only: the successor contributes its own state dict (module docstring)."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "successor")}
-        state["successor"] = self.successor.state_dict()
+        state["successor_state"] = self.successor.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -60,9 +65,13 @@ class _BaseWarmupScheduler(LRScheduler):
 
         A legacy checkpoint read by ``load_checkpoint(allow_pickle=True)`` holds the successor as a
         ``PickledObject`` whose ``state`` is the successor's ``__dict__`` (its optimizer left out here).
+        Files of earlier versions of this engine hold the successor's state dict under ``successor``.
         """
         state = dict(state_dict)
-        successor_state = state.pop("successor", None)
+        successor_state = state.pop("successor_state", None)
+        legacy = state.pop("successor", None)
+        if successor_state is None:
+            successor_state = legacy
         if isinstance(successor_state, LRScheduler):
             successor_state = successor_state.state_dict()
         elif isinstance(successor_state, PickledObject):

@@ -39,11 +39,16 @@ __all__ = [
     "set_rng_state",
     "load_state_dict_checked",
     "PickledObject",
+    "allow_pickled_checkpoints",
     "CheckpointError",
     "CheckpointMismatchError",
+    "has_checkpoint",
+    "remove_stray_temp_files",
 ]
 
 _NUMBERED = re.compile(r"^model\.pth\.tar-(\d+)$")
+# The temporary files of _atomic_write: ".<name>.tmp-<pid>".
+_TEMP = re.compile(r"^\..+\.tmp-\d+$")
 
 
 class CheckpointError(ValueError):
@@ -81,12 +86,35 @@ def _write_text(text: str, fpath: str) -> None:
     _atomic_write(save, fpath)
 
 
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """The ``OSError`` with an errno in ``error``'s chain (torch wraps a failed write in a RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _save_synced(state: dict[str, Any], fpath: str) -> None:
-    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache."""
-    with open(fpath, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """``torch.save`` and fsync, so the rename that follows never exposes a file still in the page cache.
+
+    A failed write (a full disk, a quota) raises one ``OSError`` naming the checkpoint, not torch's
+    ``inline_container`` RuntimeError with the reason buried in its context.
+    """
+    try:
+        with open(fpath, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        name = os.path.basename(fpath)
+        target = os.path.join(os.path.dirname(fpath), name[1:].rsplit(".tmp-", 1)[0]) if ".tmp-" in name else fpath
+        error = OSError(f"Cannot write checkpoint {target}: {cause.strerror} (errno {cause.errno})")
+        error.errno = cause.errno
+        raise error from None
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -202,14 +230,28 @@ _tensor_only_pickle.load = lambda f, **kw: _TensorOnlyUnpickler(f, **kw).load() 
 _UNREADABLE = (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError)
 
 
-def load_checkpoint(fpath: str, allow_pickle: bool = False) -> Any:
+# The default of ``load_checkpoint(allow_pickle=None)``: False unless a run opts in for trusted files
+# (``train.py --allow-pickle``), which then reaches trainer files that call ``load_checkpoint(path)``.
+_ALLOW_PICKLE_DEFAULT = False
+
+
+def allow_pickled_checkpoints(allow: bool = True) -> None:
+    """Let every ``load_checkpoint`` call that does not choose read real-Dassl files (trusted files only)."""
+    global _ALLOW_PICKLE_DEFAULT
+    _ALLOW_PICKLE_DEFAULT = bool(allow)
+
+
+def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
     """Load a checkpoint onto the GPU when available, else the CPU.
 
     Ours load with ``weights_only=True``. Checkpoints written by real Dassl pickle scheduler and
     optimizer objects: they load only with ``allow_pickle=True``, which rebuilds the tensors and plain
     values and turns every other object into an inert :class:`PickledObject` (nothing in the file is
-    imported or executed). A damaged file raises :class:`CheckpointError` naming it.
+    imported or executed). ``None`` takes the run's choice (:func:`allow_pickled_checkpoints`, False
+    by default). A damaged file raises :class:`CheckpointError` naming it.
     """
+    if allow_pickle is None:
+        allow_pickle = _ALLOW_PICKLE_DEFAULT
     if fpath is None:
         raise ValueError("load_checkpoint: the file path is None")
     if not os.path.exists(fpath):
@@ -231,8 +273,8 @@ def load_checkpoint(fpath: str, allow_pickle: bool = False) -> Any:
             raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
         raise pickle.UnpicklingError(
             f'"{fpath}" holds pickled Python objects ({found.group(1)}), not only tensors and plain values: '
-            "a checkpoint written by real Dassl? Load it with load_checkpoint(path, allow_pickle=True), "
-            "which reads only its tensors and plain values"
+            "a checkpoint written by real Dassl? If you trust the file, pass --allow-pickle to train.py (or call "
+            "load_checkpoint(path, allow_pickle=True)), which reads only its tensors and plain values"
         ) from e
     except _UNREADABLE as e:
         raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
@@ -249,7 +291,12 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], str
 
     Non-strict loading serves checkpoints that hold only the trainable tensors. A checkpoint of another
     method or configuration raises :class:`CheckpointError` naming the file and the offending tensors.
+    A model with a ``translate_state_dict(state_dict)`` method (one that reads another repository's key
+    layout, e.g. the official CoOp's) has it applied first, so the checks see its own names.
     """
+    translate = getattr(model, "translate_state_dict", None)
+    if translate is not None:
+        state_dict = translate(state_dict)
     own = model.state_dict()
     mismatched = [
         f"{k} (checkpoint {list(v.shape)}, model {list(own[k].shape)})"
@@ -282,6 +329,24 @@ def _resume_candidates(fdir: str) -> list[str]:
     numbered = [(int(m.group(1)), n) for n in os.listdir(fdir) if (m := _NUMBERED.match(n))]
     names += [n for _, n in sorted(numbered, reverse=True) if n not in names]
     return [os.path.join(fdir, n) for n in names if n]
+
+
+def has_checkpoint(fdir: str) -> bool:
+    """Whether ``fdir`` holds anything resume could start from (a pointer or a numbered checkpoint)."""
+    return os.path.isdir(fdir) and bool(_resume_candidates(fdir))
+
+
+def remove_stray_temp_files(fdir: str) -> list[str]:
+    """Delete the temporary files a killed save left in ``fdir`` (never read; see ``_atomic_write``).
+
+    Call it only when no other process writes into ``fdir``: at the start of a run. Returns their names.
+    """
+    if not os.path.isdir(fdir):
+        return []
+    stray = sorted(n for n in os.listdir(fdir) if _TEMP.match(n))
+    for name in stray:
+        os.remove(os.path.join(fdir, name))
+    return stray
 
 
 def resume_from_checkpoint(
@@ -329,7 +394,7 @@ def resume_from_checkpoint(
     return start_epoch
 
 
-def load_pretrained_weights(model: nn.Module, weight_path: str, allow_pickle: bool = False) -> None:
+def load_pretrained_weights(model: nn.Module, weight_path: str, allow_pickle: bool | None = None) -> None:
     """Copy the weights whose name and shape match the model; report what was discarded."""
     checkpoint = load_checkpoint(weight_path, allow_pickle=allow_pickle)
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint

@@ -1,0 +1,89 @@
+"""Dassl's generic entry point, in the shape of Dassl.pytorch's tools/train.py (test fixture).
+
+It imports no trainer and declares no keys of its own: run it with ``--import TRAINER_FILE``.
+"""
+
+import argparse
+
+import torch
+from dassl.config import get_cfg_default
+from dassl.engine import build_trainer
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+
+def print_args(args, cfg):
+    print("***************\n** Arguments **\n***************")
+    for key in sorted(args.__dict__):
+        print(f"{key}: {args.__dict__[key]}")
+    print("************\n** Config **\n************")
+    print(cfg)
+
+
+def reset_cfg(cfg, args):
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed:
+        cfg.SEED = args.seed
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+
+
+def extend_cfg(cfg):
+    """Add new config variables here (Dassl's stub)."""
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    if args.dataset_config_file:
+        cfg.merge_from_file(args.dataset_config_file)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    reset_cfg(cfg, args)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    if not args.no_env_info:
+        print(collect_env_info())
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", type=str, default="")
+    parser.add_argument("--output-dir", type=str, default="")
+    parser.add_argument("--resume", type=str, default="")
+    parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("--config-file", type=str, default="")
+    parser.add_argument("--dataset-config-file", type=str, default="")
+    parser.add_argument("--trainer", type=str, default="")
+    parser.add_argument("--backbone", type=str, default="")
+    parser.add_argument("--eval-only", action="store_true")
+    parser.add_argument("--model-dir", type=str, default="")
+    parser.add_argument("--load-epoch", type=int)
+    parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--no-env-info", action="store_true", help="(fixture only) skip the slow env report")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER)
+    main(parser.parse_args())
