@@ -6,7 +6,8 @@ batch-first token tensor ``x`` (N, L, D); a returned tensor replaces ``x``. Bloc
 ``F.scaled_dot_product_attention``; ``ResidualAttentionBlock.attention_probs`` recomputes the
 head-averaged attention probabilities on demand for methods (BMIP) that gate on them. A hook that probed a
 block and then replaced a few rows may return a :class:`BlockInput` carrying the probe's projections with
-those rows re-projected, so the block does not project the whole sequence a second time.
+those rows re-projected, so the block does not project the whole sequence a second time; the same
+:class:`BlockInput` carries an adapted projection (LoRA) or a residual added after the block (MMA).
 
 Parameter and buffer names are OpenAI's exactly, so OpenAI and open_clip state dicts load unchanged.
 """
@@ -76,11 +77,14 @@ class Probed(NamedTuple):
 
 
 class BlockInput(NamedTuple):
-    """What a hook may return instead of a tensor: the tokens and their already computed projection
-    (a :class:`Projection`, or a :class:`PrefixedProjection` from a probe of non-causal attention)."""
+    """What a hook may return instead of a tensor: the tokens, optionally their already computed (or
+    adapted: LoRA) projection (a :class:`Projection`, or a :class:`PrefixedProjection` from a probe of
+    non-causal attention), and optionally a ``residual`` added to the block's output (MMA's adapters,
+    which read the block input and write after the block)."""
 
     x: Tensor
-    projection: Union[Projection, PrefixedProjection]
+    projection: Union[Projection, PrefixedProjection, None]
+    residual: Optional[Tensor] = None
 
 
 Hook = Callable[[int, Tensor, "ResidualAttentionBlock"], Union[Tensor, BlockInput, None]]
@@ -354,6 +358,8 @@ class Transformer(nn.Module):
             replaced = None if hook is None else hook(index, x, block)
             if isinstance(replaced, BlockInput):
                 x = block(replaced.x, replaced.projection)
+                if replaced.residual is not None:
+                    x = x + replaced.residual.to(x.dtype)
                 continue
             if replaced is not None:
                 x = replaced
@@ -405,8 +411,15 @@ class VisionTransformer(nn.Module):
         return prompts.to(x.dtype)
 
     def forward(self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None) -> Tensor:
+        return self.forward_tokens(x, prompts, hook)[0]
+
+    def forward_tokens(
+        self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None
+    ) -> tuple[Tensor, Tensor]:
+        """Features (N, output_dim) and the last block's output tokens (N, L, width), before ``ln_post``
+        (MMRL reads its representation tokens there)."""
         x = self.transformer(self.embed(x, prompts), hook, batch_first=True)
-        return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype)
+        return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype), x
 
 
 class Bottleneck(nn.Module):
@@ -603,6 +616,14 @@ class CLIP(nn.Module):
         """Image features (N, embed_dim), not normalised; see ``VisionTransformer.forward`` for prompts."""
         return self.visual(images.to(self.dtype), prompts, hook)
 
+    def encode_image_tokens(
+        self, images: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`encode_image` plus the last block's output tokens (ViT only)."""
+        if not isinstance(self.visual, VisionTransformer):
+            raise ValueError("encode_image_tokens needs a ViT image tower, not a ResNet")
+        return self.visual.forward_tokens(images.to(self.dtype), prompts, hook)
+
     def encode_text(
         self, token_ids: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None
     ) -> Tensor:
@@ -611,9 +632,17 @@ class CLIP(nn.Module):
         return self.encode_text_embeddings(x, token_ids.argmax(dim=-1), hook=hook, trim=trim)
 
     def encode_text_embeddings(
-        self, x: Tensor, eot_indices: Tensor, hook: Optional[Hook] = None, trim: Optional[bool] = None
+        self,
+        x: Tensor,
+        eot_indices: Tensor,
+        hook: Optional[Hook] = None,
+        trim: Optional[bool] = None,
+        eot_offset: int = 0,
     ) -> Tensor:
         """Text features from embedded tokens ``x`` (N, L, width); positional embedding is added here.
+
+        ``eot_offset``: how many tokens the hook inserts before every EOT (MMRL's representation tokens
+        after SOS); the features are read at ``eot_indices + eot_offset``.
 
         ``trim`` cuts the sequence after the last EOT before the blocks: exact under the causal mask
         (no position attends to later ones), and the hook then sees the shorter sequence. None means
@@ -632,7 +661,7 @@ class CLIP(nn.Module):
             x = x[:, : int(eot_indices.max()) + 1]
         x = self.ln_final(self.transformer(x, hook, batch_first=True))
         rows = torch.arange(x.shape[0], device=x.device)
-        return x[rows, eot_indices] @ self.text_projection.to(x.dtype)
+        return x[rows, eot_indices + eot_offset] @ self.text_projection.to(x.dtype)
 
     def forward(self, images: Tensor, token_ids: Tensor) -> tuple[Tensor, Tensor]:
         """OpenAI's contrastive logits: (logits_per_image, logits_per_text)."""

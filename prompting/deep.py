@@ -22,9 +22,18 @@ from typing import Optional, Protocol, Union
 import torch
 from torch import Tensor
 
-from clip import BlockInput, Hook, PrefixedProjection, ResidualAttentionBlock
+from clip import BlockInput, Hook, PrefixedProjection, Projection, ResidualAttentionBlock
 
-__all__ = ["FixedPrompt", "LayerPrompt", "PromptPlan", "SlotView", "deep_blocks", "prompt_hook"]
+__all__ = [
+    "FixedPrompt",
+    "LayerPrompt",
+    "ProjectionMap",
+    "PromptPlan",
+    "Residual",
+    "SlotView",
+    "deep_blocks",
+    "prompt_hook",
+]
 
 TEXT = "text"
 VISION = "vision"
@@ -38,6 +47,12 @@ class SlotView:
     start: int  # first slot position
     stop: int  # one past the last slot position
     eot_indices: Optional[Tensor] = None  # text tower: EOT position of every class sequence
+
+
+# MMA: (block input, block) -> tensor added to the block's output.
+Residual = Callable[[Tensor, ResidualAttentionBlock], Tensor]
+# LoRA: (block input, block) -> the block's (adapted) queries, keys and values of that input.
+ProjectionMap = Callable[[Tensor, ResidualAttentionBlock], Projection]
 
 
 class LayerPrompt(Protocol):
@@ -78,6 +93,15 @@ class PromptPlan:
     # Optional maps applied to the towers' output features before normalisation (CoPrompt's adapters).
     text_head: Optional[Callable[[Tensor], Tensor]] = None
     image_head: Optional[Callable[[Tensor], Tensor]] = None
+    # Per block: residuals added after the block (MMA's adapters) and adapted projections (LoRA).
+    text_residuals: dict[int, Residual] = field(default_factory=dict)
+    vision_residuals: dict[int, Residual] = field(default_factory=dict)
+    text_projections: dict[int, ProjectionMap] = field(default_factory=dict)
+    vision_projections: dict[int, ProjectionMap] = field(default_factory=dict)
+    # Per block: tokens (K, D) right after the first token (SOS / CLS), inserted before the first of these
+    # blocks (the sequence grows by K) and replaced in place before the later ones (MMRL).
+    text_front: dict[int, Tensor] = field(default_factory=dict)
+    vision_front: dict[int, Tensor] = field(default_factory=dict)
 
 
 def deep_blocks(depth: int, n_blocks: int, offset: int = 0) -> range:
@@ -108,6 +132,9 @@ def prompt_hook(
     tower: str,
     eot_indices: Optional[Tensor] = None,
     reuse_projections: bool = False,
+    residuals: Optional[dict[int, Residual]] = None,
+    projections: Optional[dict[int, ProjectionMap]] = None,
+    front: Optional[dict[int, Tensor]] = None,
 ) -> Optional[Hook]:
     """The CLIP hook that writes ``layers[index]`` into the prompt slots before block ``index``.
 
@@ -118,17 +145,32 @@ def prompt_hook(
     second projection of the whole sequence (exact up to rounding: the projection is row-wise). A probe
     that fused the attention of the rows before the slots (``attention_to_suffix`` in evaluation) hands
     that over too, and the block only extends it by the slot keys.
+    ``residuals[index]`` (MMA's adapters) maps the block input (after the slots are written) to a tensor
+    added to the block's output; ``projections[index]`` (LoRA) gives the block's adapted queries, keys
+    and values of that input (a probe's projection is then not reused for the block's own pass).
+    ``front[index]`` (MMRL) are tokens written right after the first token: inserted before the first
+    block listed (the sequence grows), replaced in place before the later ones; they cannot share the text
+    tower with slot prompts (both would claim the positions after SOS).
     Returns None when there is nothing to insert, so the tower runs unhooked.
     """
     if tower not in (TEXT, VISION):
         raise ValueError(f"tower must be {TEXT!r} or {VISION!r}, got {tower!r}")
-    if not layers:
+    residuals = residuals or {}
+    projections = projections or {}
+    front = front or {}
+    if not (layers or residuals or projections or front):
         return None
+    if front and layers and tower == TEXT:
+        raise ValueError("text slot prompts and front tokens (MMRL) would both occupy the positions after SOS")
+    first_front = min(front, default=None)
 
-    def hook(index: int, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput, None]:
-        layer = layers.get(index)
-        if layer is None:
-            return None
+    def write_front(index: int, x: Tensor) -> Tensor:
+        tokens = front[index]
+        tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+        rest = x[:, 1:] if index == first_front else x[:, 1 + tokens.shape[1] :]
+        return torch.cat([x[:, :1], tokens, rest], dim=1)
+
+    def write_slots(layer: LayerPrompt, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput]:
         m = layer.n_slots
         start, stop = (1, 1 + m) if tower == TEXT else (x.shape[1] - m, x.shape[1])
         slots = SlotView(tower, start, stop, eot_indices)
@@ -144,5 +186,22 @@ def prompt_hook(
         if prefix is not None and prefix.stop <= start:  # the probed rows before the slots are unchanged
             return BlockInput(replaced, PrefixedProjection(prefix, block.project(replaced[:, prefix.stop :])))
         return BlockInput(replaced, block.project_rows(probed.projection, replaced, start, stop))
+
+    def hook(index: int, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput, None]:
+        layer, residual, project = layers.get(index), residuals.get(index), projections.get(index)
+        if index in front:
+            x = write_front(index, x)
+        written = None if layer is None else write_slots(layer, x, block)
+        if written is None and index in front:
+            written = x
+        if residual is None and project is None:
+            return written
+        if isinstance(written, BlockInput):
+            tokens, projection = written.x, written.projection
+        else:
+            tokens, projection = (x if written is None else written), None
+        if project is not None:
+            projection = project(tokens, block)
+        return BlockInput(tokens, projection, None if residual is None else residual(tokens, block))
 
     return hook

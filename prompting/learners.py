@@ -3,7 +3,8 @@
 A learner's ``forward()`` takes no input (prompts do not depend on the images) and returns a
 :class:`~prompting.deep.PromptPlan`. Attributes read by :class:`~prompting.model.PromptedCLIP`:
 ``prompt_prefix`` (the text the class prompts start with), ``n_ctx`` (how many positions after SOS the
-input context replaces) and ``learns_text`` (False: the text side is CLIP's fixed prompt, VPT).
+input context replaces), ``learns_text`` (False: the text side is CLIP's fixed prompt, VPT) and, optionally,
+``template`` (a ``"{}"`` class template that replaces the ``prompt_prefix`` form; CLIP-LoRA).
 
 Only tensors that the forward pass uses are created, so the trainable parameter count is the count of
 parameters that influence the output.

@@ -43,8 +43,16 @@ def distinct_parameters(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
 class PromptedCLIP(nn.Module):
     """Frozen ``clip_model`` + trainable ``prompt_learner`` over a label space ``classnames``."""
 
-    def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module, classnames: Sequence[str]) -> None:
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        prompt_learner: nn.Module,
+        classnames: Sequence[str],
+        fixed_logit_scale: Optional[float] = None,
+    ) -> None:
+        """``fixed_logit_scale`` replaces ``exp(clip.logit_scale)`` (CLIP-LoRA's constant 100)."""
         super().__init__()
+        self.fixed_logit_scale = fixed_logit_scale
         for param in clip_model.parameters():
             param.requires_grad_(False)
         self.clip = clip_model
@@ -58,7 +66,9 @@ class PromptedCLIP(nn.Module):
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """(Re)build the class-dependent frozen buffers; they are never saved in checkpoints."""
         learner = self.prompt_learner
-        prompts = tokenize_class_prompts(self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx)
+        prompts = tokenize_class_prompts(
+            self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx, getattr(learner, "template", None)
+        )
         self.classnames = list(classnames)
         self.register_buffer("token_ids", prompts.token_ids, persistent=False)
         self.register_buffer("token_prefix", prompts.prefix, persistent=False)
@@ -72,20 +82,32 @@ class PromptedCLIP(nn.Module):
     # ---- features ----------------------------------------------------------------------------------
     def encode_text(self, plan: PromptPlan) -> Tensor:
         """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), of the current label space."""
-        if plan.text_ctx is None:
-            features = self.clip.encode_text(self.token_ids)
+        hook = prompt_hook(
+            plan.text_layers, TEXT, self.eot_indices,
+            residuals=plan.text_residuals, projections=plan.text_projections, front=plan.text_front,
+        )  # fmt: skip
+        inserted = next(iter(plan.text_front.values())).shape[0] if plan.text_front else 0
+        if plan.text_ctx is None:  # fixed hand-written prompts (VPT), maybe with adapted blocks (MMA, LoRA, MMRL)
+            features = self.clip.encode_text_embeddings(
+                self.clip.token_embedding(self.token_ids), self.eot_indices, hook=hook, eot_offset=inserted
+            )
         else:
             x = assemble_prompts(self.token_prefix, plan.text_ctx, self.token_suffix)
-            hook = prompt_hook(plan.text_layers, TEXT, self.eot_indices)
-            features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
+            features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook, eot_offset=inserted)
         if plan.text_head is not None:
             features = plan.text_head(features)
         return F.normalize(at_least_fp32(features), dim=-1)
 
+    def vision_hook(self, plan: PromptPlan) -> Optional[Any]:
+        """The image tower's hook for ``plan``."""
+        return prompt_hook(
+            plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections,
+            residuals=plan.vision_residuals, projections=plan.vision_projections, front=plan.vision_front,
+        )  # fmt: skip
+
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
         """Normalised image features (N, embed_dim), fp32 (fp64 in an fp64 model)."""
-        hook = prompt_hook(plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections)
-        features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
+        features = self.clip.encode_image(images, prompts=plan.vision_input, hook=self.vision_hook(plan))
         if plan.image_head is not None:
             features = plan.image_head(features)
         return F.normalize(at_least_fp32(features), dim=-1)
@@ -110,6 +132,8 @@ class PromptedCLIP(nn.Module):
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         """exp(logit_scale) * cosine, for normalised features."""
+        if self.fixed_logit_scale is not None:
+            return self.fixed_logit_scale * image @ text.t()
         return self.clip.logit_scale.exp().to(image.dtype) * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:

@@ -73,9 +73,11 @@ class ClassPrompts:
 
 
 def tokenize_class_prompts(
-    clip_model: nn.Module, classnames: list[str], prompt_prefix: str, n_slots: int
+    clip_model: nn.Module, classnames: list[str], prompt_prefix: str, n_slots: int, template: str | None = None
 ) -> ClassPrompts:
     """Tokenise ``"<prompt_prefix> <name>."`` per class and split off SOS and the suffix after ``n_slots``.
+
+    A ``template`` (``"{}"`` = class name; CLIP-LoRA's per-dataset prompt) replaces the prefix form.
 
     Class names have ``_`` replaced by spaces (as every official repository does). The embeddings are
     computed once under ``no_grad`` in the token embedding's dtype.
@@ -84,7 +86,10 @@ def tokenize_class_prompts(
         raise ValueError("tokenize_class_prompts needs at least one class name")
     names = [name.replace("_", " ") for name in classnames]
     name_lens = [int(clip_pkg.tokenize([name]).argmax(dim=-1)) - 1 for name in names]
-    prompts = [f"{prompt_prefix} {name}." if prompt_prefix else f"{name}." for name in names]
+    if template is not None:
+        prompts = [template.format(name) for name in names]
+    else:
+        prompts = [f"{prompt_prefix} {name}." if prompt_prefix else f"{name}." for name in names]
     token_ids = clip_pkg.tokenize(prompts)
     eot = token_ids.argmax(dim=-1)
     too_short = (eot <= n_slots).nonzero().flatten().tolist()

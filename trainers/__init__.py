@@ -9,12 +9,16 @@ from engine.engine import TRAINER_REGISTRY
 with TRAINER_REGISTRY.builtins():
     from . import (  # noqa: F401
         bmip,
+        clip_lora,
         cocoop,
         coop,
         coprompt,
         coprompt_bmip,
         ivlp,
         maple,
+        mma,
+        mma_bmip,
+        mmrl,
         promptsrc,
         promptsrc_bmip,
         vpt,

@@ -25,6 +25,9 @@ __all__ = [
     "add_maple_cfg",
     "add_promptsrc_cfg",
     "add_vpt_cfg",
+    "add_mma_cfg",
+    "add_clip_lora_cfg",
+    "add_mmrl_cfg",
     "extend_trainer_cfg",
 ]
 
@@ -174,6 +177,54 @@ def add_coprompt_cfg(cfg: CN) -> None:
     cfg.TRAINER.DISTILL = "cosine"  # cosine | mse
 
 
+def add_mma_cfg(cfg: CN) -> None:
+    """MMA (and MMA_BMIP): ``TRAINER.MMADAPTER``; defaults of the release's train.py (docs/METHODS.md)."""
+    cfg.TRAINER.MMADAPTER = CN()
+    cfg.TRAINER.MMADAPTER.TEXT_CTX_INIT = ""  # class prompts "<TEXT_CTX_INIT> <class>."
+    cfg.TRAINER.MMADAPTER.PREC = "amp"  # fp16, fp32, amp, amp_bf16
+    cfg.TRAINER.MMADAPTER.ADAPTER_START = 4  # first adapted block, 1-based
+    cfg.TRAINER.MMADAPTER.ADAPTER_END = 12  # last adapted block, 1-based
+    cfg.TRAINER.MMADAPTER.ADAPTER_DIM = 32  # bottleneck width (= the shared projection's width)
+    cfg.TRAINER.MMADAPTER.ADAPTER_SCALE = 0.1  # s in out = block(x) + s * adapter(x)
+    # True (released): the adapters' parameters get their gradient divided by ADAPTER_SCALE.
+    cfg.TRAINER.MMADAPTER.GRAD_RESCALE = True
+
+
+def add_clip_lora_cfg(cfg: CN) -> None:
+    """CLIP-LoRA: ``TRAINER.CLIP_LORA``; defaults of the release's run_utils.py (docs/METHODS.md)."""
+    cfg.TRAINER.CLIP_LORA = CN()
+    cfg.TRAINER.CLIP_LORA.PREC = "amp"  # fp16, fp32, amp, amp_bf16 (the release trains under fp16 autocast)
+    cfg.TRAINER.CLIP_LORA.ENCODER = "both"  # text | vision | both
+    cfg.TRAINER.CLIP_LORA.POSITION = "all"  # blocks: all, bottom, mid, up, half-up, half-bottom, top3
+    cfg.TRAINER.CLIP_LORA.PARAMS = ["q", "k", "v"]  # adapted attention projections
+    cfg.TRAINER.CLIP_LORA.R = 2  # rank
+    cfg.TRAINER.CLIP_LORA.ALPHA = 1.0
+    cfg.TRAINER.CLIP_LORA.DROPOUT_RATE = 0.25  # dropout on the LoRA input, training only
+    cfg.TRAINER.CLIP_LORA.RANK_SCALING = "sqrt_rank"  # sqrt_rank: alpha / sqrt(r) (released) | rank: alpha / r
+    # Training length in iterations per shot (the release runs N_ITERS * NUM_SHOTS iterations with a
+    # per-iteration cosine schedule); 0 = OPTIM.MAX_EPOCH epochs with the engine's per-epoch schedule.
+    cfg.TRAINER.CLIP_LORA.N_ITERS = 500
+    cfg.TRAINER.CLIP_LORA.ETA_MIN = 1e-6  # the per-iteration cosine schedule's final LR
+    cfg.TRAINER.CLIP_LORA.LOGIT_SCALE = 100.0  # the release's fixed logit scale; 0 = exp(CLIP's logit_scale)
+
+
+def add_mmrl_cfg(cfg: CN) -> None:
+    """MMRL: ``TRAINER.MMRL``; defaults of the release's train.py (docs/METHODS.md)."""
+    cfg.TRAINER.MMRL = CN()
+    cfg.TRAINER.MMRL.ALPHA = 0.7  # weight of the CLS head (1 - ALPHA: the representation head)
+    cfg.TRAINER.MMRL.REG_WEIGHT = 1.0  # weight of the two cosine consistency terms
+    cfg.TRAINER.MMRL.REP_LAYERS = [6, 7, 8, 9, 10, 11, 12]  # 1-based blocks receiving the tokens
+    cfg.TRAINER.MMRL.REP_DIM = 512  # width of the shared representation space
+    cfg.TRAINER.MMRL.N_REP_TOKENS = 5
+    cfg.TRAINER.MMRL.PREC = "fp16"  # fp16, fp32, amp, amp_bf16
+    # True (released): REG_WEIGHT (and EuroSAT's REP_DIM) per dataset (trainers/mmrl.py).
+    cfg.TRAINER.MMRL.DATASET_TABLE = True
+    # Evaluation head: fusion (default: one head for every label space) | cls | rep | by_label_space
+    # (the release: fused on the training classes, CLS elsewhere, decided by TASK and the label space).
+    cfg.TRAINER.MMRL.TEST_HEAD = "fusion"
+    cfg.TRAINER.MMRL.TASK = "B2N"  # B2N | CD | FS (the release's top-level TASK; read by by_label_space)
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -184,6 +235,9 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_bmip_cfg,
     add_promptsrc_cfg,
     add_coprompt_cfg,
+    add_mma_cfg,
+    add_clip_lora_cfg,
+    add_mmrl_cfg,
 ]
 
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# MMA_BMIP cross-dataset / DG training on all classes of the source dataset (ImageNet): xd_train.sh <dataset> <seed> [KEY VALUE...]
+# Data root from DATA (default ./data); see scripts/lib.sh for OUTPUT, CFG, LOADEP, SHOTS, SUBS.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# MMA + BMIP (no official code; MMA's schedule, BMIP's prompts).
+lib_setup MMA_BMIP vit_b16_ep5_imnet 5
+xd_train "$@"

@@ -1,0 +1,177 @@
+"""MMA, MMA_BMIP and CLIP-LoRA: official parameter counts, the release's quirks, option errors, the iteration budget.
+
+Float64 equality with references written from the maths lives in tests/references/{mma,clip_lora}.py (run by
+tests/test_trainer_exactness.py); end-to-end Digits runs through the scripts in tests/test_all_trainers.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import clip
+import train
+from engine.engine import build_trainer
+from prompting.bmip import BMIPPrompts, resolve_bmip_options
+from prompting.lora import LoRAPrompts
+from prompting.mma import MultiModalAdapters
+from prompting.model import PromptedCLIP
+from trainers.clip_lora import lora_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def vit_b16_meta() -> torch.nn.Module:
+    with torch.device("meta"):
+        return clip.build_clip("random:ViT-B/16")
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_official_parameter_counts_vit_b16(vit_b16_meta):
+    # MMA paper: 0.675M (blocks 5..12, dim 32): 8 * (33,312 text + 49,952 vision + 1,056 shared).
+    assert _count(MultiModalAdapters(vit_b16_meta, start=5, end=12, dim=32)) == 674_560
+    # CLIP-LoRA, released: r 2 on q, k, v of all 12 blocks of both towers: 12 * 3 * 4 * (512 + 768).
+    assert _count(LoRAPrompts(vit_b16_meta)) == 184_320
+    # MMA + BMIP: the adapters plus the released BMIP learner (1,192,478).
+    bmip = BMIPPrompts(vit_b16_meta, resolve_bmip_options("released"))
+    assert _count(MultiModalAdapters(vit_b16_meta, prompts=bmip)) == 674_560 + 1_192_478
+
+
+def _mma_model(grad_rescale: bool, scale: float) -> PromptedCLIP:
+    backbone = clip.build_clip("random:tiny", seed=0)
+    torch.manual_seed(0)
+    learner = MultiModalAdapters(backbone, start=3, end=12, scale=scale, grad_rescale=grad_rescale)
+    return PromptedCLIP(backbone, learner, CLASSES).double()
+
+
+def test_mma_gradient_rescaling_divides_parameter_gradients_by_the_scale():
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads, logits = {}, {}
+    for rescale in (True, False):
+        model = _mma_model(rescale, scale=0.01)
+        model.train()
+        out = model(images)
+        torch.nn.functional.cross_entropy(out, torch.tensor([0, 2])).backward()
+        logits[rescale] = out.detach()
+        grads[rescale] = {n: p.grad for n, p in model.prompt_learner.named_parameters()}
+    assert torch.equal(logits[True], logits[False])  # the forward pass is the same
+    assert len(grads[True]) == 10 * 10  # per layer: down/up of two towers + shared, weight and bias
+    for name, true_grad in grads[False].items():
+        assert true_grad.abs().max() > 0, name
+        torch.testing.assert_close(
+            grads[True][name], true_grad / 0.01, rtol=0, atol=1e-12 * (true_grad / 0.01).abs().max().item()
+        )
+
+
+def test_lora_starts_as_clip_and_dropout_only_in_training():
+    backbone = clip.build_clip("random:tiny", seed=0)
+    plain = PromptedCLIP(backbone, LoRAPrompts(backbone, encoder="vision"), CLASSES).double()
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain.eval()
+    with torch.no_grad():
+        features = plain.encode_image(images, plain.prompt_learner())
+        reference = torch.nn.functional.normalize(plain.clip.encode_image(images), dim=-1)
+    assert (features - reference).abs().max() < 1e-12  # B = 0 at init: the update vanishes
+    for update in plain.prompt_learner.vision_lora.values():
+        for p in update.values():
+            torch.nn.init.normal_(p.w_lora_B)
+    with torch.no_grad():
+        evaluated = [plain.encode_image(images, plain.prompt_learner()) for _ in range(2)]
+        plain.train()
+        trained = [plain.encode_image(images, plain.prompt_learner()) for _ in range(2)]
+    assert torch.equal(evaluated[0], evaluated[1]) and not torch.equal(trained[0], trained[1])
+
+
+def test_option_errors_name_the_key(vit_b16_meta):
+    with pytest.raises(ValueError, match="ADAPTER_START/END"):
+        MultiModalAdapters(vit_b16_meta, start=0, end=12)
+    with pytest.raises(ValueError, match="PARAMS.*'o' is not supported"):
+        LoRAPrompts(vit_b16_meta, projections=("q", "o"))
+    with pytest.raises(ValueError, match="ENCODER"):
+        LoRAPrompts(vit_b16_meta, encoder="image")
+    with pytest.raises(ValueError, match="POSITION"):
+        lora_blocks("middle", 12)
+    assert lora_blocks("half-up", 12) == [6, 7, 8, 9, 10, 11] and lora_blocks("top3", 12) == [9, 10, 11]
+
+
+def test_clip_lora_iteration_budget_sets_epochs_and_steps_the_schedule_per_iteration(tmp_path):
+    argv = [
+        "--root", str(tmp_path / "data"), "--trainer", "CLIPLoRA", "--seed", "1", "--output-dir", str(tmp_path / "out"),
+        "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"),
+        "--config-file", str(ROOT / "configs/trainers/CLIPLoRA/vit_b16.yaml"),
+        "MODEL.BACKBONE.NAME", "random:tiny", "DATASET.NUM_SHOTS", "1", "DATASET.SUBSAMPLE_CLASSES", "base",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "TEST.NO_TEST", "True",
+        "TRAINER.CLIP_LORA.N_ITERS", "3", "TRAINER.CLIP_LORA.PREC", "fp32",
+    ]  # fmt: skip
+    trainer = build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    per_epoch = len(trainer.train_loader_x)
+    assert per_epoch == 2 and trainer.max_epoch == 2  # 3 iterations = 2 epochs of 2 batches, the last cut
+    steps = []
+    original = trainer.forward_backward
+    trainer.forward_backward = lambda batch: (steps.append(trainer.get_current_lr()), original(batch))[1]
+    trainer.train()
+    lr, eta_min, total = 2e-4, 1e-6, 3
+    expected = [eta_min + (lr - eta_min) * (1 + math.cos(t / total * math.pi)) / 2 for t in range(3)]
+    assert steps == pytest.approx(expected, rel=1e-9)
+    folder = tmp_path / "out" / "lora"
+    assert (folder / "model.pth.tar-2").is_file() and (folder / "model-best.pth.tar").is_file()
+
+
+# ---- MMRL -------------------------------------------------------------------------------------------------
+def test_mmrl_official_parameter_count_vit_b16(vit_b16_meta):
+    from prompting.mmrl import MMRLRepresentations
+
+    # MMRL paper: 4.99M = R (5 x 512) + 7 x (512->768 + 512->512) + proj_rep (768 x 512).
+    assert _count(MMRLRepresentations(vit_b16_meta)) == 4_992_256
+
+
+def test_mmrl_evaluation_head_open_world_default_and_released_rule():
+    from trainers.mmrl import evaluation_head
+
+    for sub in ("base", "new", "all"):
+        assert evaluation_head("fusion", "B2N", sub, "EuroSAT") == "fusion"  # one head, whatever the classes
+    assert [evaluation_head("by_label_space", "B2N", s, "EuroSAT") for s in ("base", "new", "all")] == [
+        "fusion",
+        "cls",
+        "cls",
+    ]
+    assert evaluation_head("by_label_space", "CD", "all", "ImageNet") == "fusion"
+    assert evaluation_head("by_label_space", "CD", "all", "DTD") == "cls"
+    with pytest.raises(ValueError, match="TEST_HEAD"):
+        evaluation_head("base", "B2N", "base", "DTD")
+
+
+def _mmrl_trainer(tmp_path, *opts: str):
+    argv = [
+        "--root", str(tmp_path / "data"), "--trainer", "MMRL", "--seed", "1", "--output-dir", str(tmp_path / "out"),
+        "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"),
+        "--config-file", str(ROOT / "configs/trainers/MMRL/vit_b16.yaml"),
+        "MODEL.BACKBONE.NAME", "random:tiny", "DATASET.NUM_SHOTS", "1", "DATALOADER.NUM_WORKERS", "0",
+        "TRAINER.MMRL.PREC", "fp32", *opts,
+    ]  # fmt: skip
+    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+
+
+def test_mmrl_trainer_heads_and_tokens_change_both_towers(tmp_path):
+    trainer = _mmrl_trainer(
+        tmp_path, "DATASET.SUBSAMPLE_CLASSES", "new", "TRAINER.MMRL.TEST_HEAD", "by_label_space"
+    )
+    model = trainer.model
+    assert model.head == "cls"
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        image, rep, text = outputs = model.outputs(images)
+        torch.testing.assert_close(model(images), model.head_logits(outputs, "cls"))
+        plain_text = torch.nn.functional.normalize(model.clip.encode_text(model.token_ids), dim=-1)
+        plain_image = torch.nn.functional.normalize(model.clip.encode_image(images), dim=-1)
+    assert (text - plain_text).abs().max() > 1e-4 and (image - plain_image).abs().max() > 1e-4
+    assert torch.isfinite(rep).all() and not torch.allclose(rep, image)
