@@ -198,8 +198,8 @@ def check_flags(args: argparse.Namespace, cfg: CN) -> None:
         ignored = [name for name, present in given.items() if present]
         if ignored:
             raise ValueError(
-                f"{', '.join(ignored)} only apply with --eval-only; training resumes from its own --output-dir "
-                "(or from --resume DIR)"
+                f"{', '.join(ignored)} {'applies' if len(ignored) == 1 else 'apply'} only with --eval-only; training "
+                "resumes from its own --output-dir (or from --resume DIR)"
             )
     if args.resume and not os.path.isdir(args.resume):
         raise FileNotFoundError(f"--resume {args.resume}: no such folder (expected a training run's output dir)")

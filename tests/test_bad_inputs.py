@@ -349,10 +349,10 @@ def test_flags_and_values_that_would_be_ignored_or_misread(eurosat, coop_run, tm
     out = tmp_path / "out"
     run = argv(eurosat, out, micro_clip)
     for flags, message in [
-        (("--model-dir", str(coop_run)), "--model-dir only apply with --eval-only; training resumes from its own "
-         "--output-dir (or from --resume DIR)"),
-        (("--best", "--load-epoch", "1"), "--load-epoch, --best only apply with --eval-only; training resumes from "
-         "its own --output-dir (or from --resume DIR)"),
+        (("--model-dir", str(coop_run)), "--model-dir applies only with --eval-only; training resumes from its "
+         "own --output-dir (or from --resume DIR)"),
+        (("--best", "--load-epoch", "1"), "--load-epoch, --best apply only with --eval-only; training resumes "
+         "from its own --output-dir (or from --resume DIR)"),
         (("--resume", str(tmp_path / "nowhere")),
          f"--resume {tmp_path / 'nowhere'}: no such folder (expected a training run's output dir)"),
         (("--resume", str(tmp_path)), f'RESUME (--resume) "{tmp_path}" holds no checkpoint (expected '
