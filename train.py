@@ -205,12 +205,12 @@ def check_names(cfg: CN) -> None:
 def check_flags(args: argparse.Namespace, cfg: CN) -> None:
     """Refuse flags that would be ignored or silently change what runs (Dassl ignored them)."""
     if not args.eval_only:
-        ignored = [name for name, given in (("--model-dir", args.model_dir), ("--load-epoch", args.load_epoch
-                   is not None), ("--best", args.best)) if given]  # fmt: skip
+        given = {"--model-dir": bool(args.model_dir), "--load-epoch": args.load_epoch is not None, "--best": args.best}
+        ignored = [name for name, present in given.items() if present]
         if ignored:
             raise ValueError(
-                f"{', '.join(ignored)} only apply with --eval-only; training resumes from its own --output-dir "
-                "(or from --resume DIR)"
+                f"{', '.join(ignored)} {'applies' if len(ignored) == 1 else 'apply'} only with --eval-only; training "
+                "resumes from its own --output-dir (or from --resume DIR)"
             )
     if args.resume and not os.path.isdir(args.resume):
         raise FileNotFoundError(f"--resume {args.resume}: no such folder (expected a training run's output dir)")

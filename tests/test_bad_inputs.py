@@ -313,13 +313,33 @@ def test_coprompt_description_file_missing_a_class(tmp_path, micro_clip, capsys)
 
 
 def test_the_script_prints_one_line_and_exits_with_status_1(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "train.py", "--trainer", "Nope", "--output-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    """``python train.py`` itself (``sys.exit(run())``), for several bad command lines in one interpreter."""
+    cases = [
+        ["--trainer", "Nope", "--output-dir", str(tmp_path)],
+        ["--seed", "abc"],
+        ["--trainer", "CoOp", "OPTIM.MAX_EPOCH", "1", "--output-dir", str(tmp_path)],
+    ]
+    code = (
+        "import runpy, sys\n"
+        f"for argv in {cases!r}:\n"
+        "    sys.argv = ['train.py', *argv]\n"
+        "    try:\n"
+        "        runpy.run_path('train.py', run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        print(f'@@ exit {e.code}', file=sys.stderr, flush=True)\n"
     )
-    assert done.returncode == 1
-    assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith('train.py: error: Unknown trainer (--trainer, TRAINER.NAME): The requested one "Nope"')
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = done.stderr.split("@@ exit ")
+    assert [o.split("\n", 1)[0] for o in outputs[1:]] == ["1", "1", "1"]
+    unknown, seed, late_flag = outputs[0], outputs[1].split("\n", 1)[1], outputs[2].split("\n", 1)[1]
+    assert unknown.count("\n") == 1
+    assert unknown.startswith('train.py: error: Unknown trainer (--trainer, TRAINER.NAME): The requested one "Nope"')
+    assert seed.startswith("usage: train.py") and seed.endswith("train.py: error: argument --seed: invalid int value: 'abc'\n")
+    assert late_flag == (
+        "train.py: error: KEY VALUE options: --output-dir comes after the KEY VALUE pairs; put every --flag before "
+        "them (everything after the first KEY is read as KEY VALUE pairs)\n"
+    )
 
 
 # ------------------------------------------------------------------- flags, config syntax, interruptions
@@ -329,10 +349,10 @@ def test_flags_and_values_that_would_be_ignored_or_misread(eurosat, coop_run, tm
     out = tmp_path / "out"
     run = argv(eurosat, out, micro_clip)
     for flags, message in [
-        (("--model-dir", str(coop_run)), "--model-dir only apply with --eval-only; training resumes from its own "
-         "--output-dir (or from --resume DIR)"),
-        (("--best", "--load-epoch", "1"), "--load-epoch, --best only apply with --eval-only; training resumes from "
-         "its own --output-dir (or from --resume DIR)"),
+        (("--model-dir", str(coop_run)), "--model-dir applies only with --eval-only; training resumes from its "
+         "own --output-dir (or from --resume DIR)"),
+        (("--best", "--load-epoch", "1"), "--load-epoch, --best apply only with --eval-only; training resumes "
+         "from its own --output-dir (or from --resume DIR)"),
         (("--resume", str(tmp_path / "nowhere")),
          f"--resume {tmp_path / 'nowhere'}: no such folder (expected a training run's output dir)"),
         (("--resume", str(tmp_path)), f'RESUME (--resume) "{tmp_path}" holds no checkpoint (expected '

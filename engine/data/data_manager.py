@@ -129,10 +129,12 @@ class DataManager:
         for key in ("TRAIN_X", "TRAIN_U", "TEST"):
             if dl[key].BATCH_SIZE < 1:
                 raise ValueError(f"DATALOADER.{key}.BATCH_SIZE must be >= 1, got {dl[key].BATCH_SIZE}")
-        if cfg.DATASET.get("CHECK_IMAGES", True):
+        if cfg.DATASET.get("CHECK_IMAGES", True):  # every split's images, each once (ImageNet's val is its test)
+            checked: set[str] = set()
             for split in ("train_x", "train_u", "val", "test"):
-                items = getattr(dataset, split) or []
-                check_image_headers(sorted({item.impath for item in items}), f"the {split} split of {cfg.DATASET.NAME}")
+                paths = sorted({item.impath for item in getattr(dataset, split) or []} - checked)
+                check_image_headers(paths, f"the {split} split of {cfg.DATASET.NAME}")
+                checked.update(paths)
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)
         else:
