@@ -116,4 +116,4 @@ def test_unmodified_dassl_trainer_file_trains_and_evaluates(alias, tiny_checkpoi
     finally:
         if "DasslClipAdapter" in TRAINER_REGISTRY.registered_names():
             TRAINER_REGISTRY.unregister("DasslClipAdapter")
-        sys.modules.pop("dassl_trainer_dassl_clip_adapter", None)
+        sys.modules.pop("dassl_client_dassl_clip_adapter", None)
