@@ -9,7 +9,8 @@ run on this engine without edits. Turn it on with either
 
 Every ``dassl.X.Y`` is the module object ``engine.X.Y`` itself (not a copy), so registries, classes and
 ``isinstance`` checks are shared: a trainer registered through ``dassl.engine.TRAINER_REGISTRY`` is found
-by ``train.py``. A Dassl module we do not provide (``dassl.modeling``, ``dassl.engine.da`` ...) fails with
+by ``train.py``; ``dassl.engine`` also registers Dassl's ``Vanilla``. A Dassl module we do not provide
+(``dassl.engine.da``, ``dassl.engine.ssl`` ...) fails with
 an ``ImportError`` naming it. When a real ``dassl`` package is importable the alias stays off and
 ``install()`` returns False: the real package always wins.
 """
@@ -26,6 +27,8 @@ from types import ModuleType
 __all__ = ["install", "is_installed", "uninstall"]
 
 _ALIAS, _TARGET = "dassl", "engine"
+# Dassl's ``dassl.engine`` registers its generic trainers when imported; the alias does the same.
+_ALSO_IMPORT = {"dassl.engine": ("engine.engine.dg",)}
 
 
 def _target_name(fullname: str) -> str:
@@ -62,6 +65,8 @@ class _DasslAliasFinder(importlib.abc.MetaPathFinder):
                 "does not provide (see docs/ENGINE.md for the supported Dassl API)",
                 name=fullname,
             ) from e
+        for extra in _ALSO_IMPORT.get(fullname, ()):
+            importlib.import_module(extra)
         is_package = hasattr(module, "__path__")
         return importlib.util.spec_from_loader(fullname, _AliasLoader(module), is_package=is_package)
 

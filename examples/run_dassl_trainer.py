@@ -3,7 +3,9 @@
     python examples/run_dassl_trainer.py TRAINER_FILE [TRAINER_FILE ...] -- <train.py arguments>
 
 The Dassl alias is switched on first (``engine/dassl_alias.py``), then each file is imported (which
-registers its trainers), then ``train.main`` runs with the arguments after ``--``. Example:
+registers its trainers and its ``extend_cfg``), then ``train.main`` runs with the arguments after ``--``.
+The same as ``python -m tools.dassl_run --import FILE train.py ARGS`` without the launcher's
+``CLIP_OPENAI_FP16``. Example:
 
     python examples/run_dassl_trainer.py examples/dassl_clip_adapter.py -- --root ./data \\
         --trainer DasslClipAdapter --dataset-config-file configs/datasets/digits.yaml \\
@@ -12,36 +14,16 @@ registers its trainers), then ``train.main`` runs with the arguments after ``--`
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import engine.dassl_alias  # noqa: E402  (before any trainer file imports dassl)
-
-
-def import_trainer_file(path: str) -> ModuleType:
-    """Import a trainer file by path (once), so that its ``@TRAINER_REGISTRY.register()`` runs."""
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Trainer file {path} does not exist")
-    name = "dassl_trainer_" + os.path.splitext(os.path.basename(path))[0]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+from tools.dassl_run import import_file as import_trainer_file  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> None:

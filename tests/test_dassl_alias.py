@@ -39,10 +39,13 @@ def test_dassl_names_are_the_engine_modules(alias) -> None:
     assert base_dataset is importlib.import_module("engine.data.datasets.base_dataset")
     assert registry is TRAINER_REGISTRY
     assert build_transform is importlib.import_module("engine.data.transforms").build_transform
-    for name in ("config", "data", "data.datasets", "engine", "evaluation", "metrics", "optim", "utils"):
+    names = ("config", "data", "data.datasets", "engine", "engine.dg", "evaluation", "metrics", "modeling", "optim",
+             "utils")
+    for name in names:
         assert importlib.import_module(f"dassl.{name}") is importlib.import_module(f"engine.{name}")
-    with pytest.raises(ModuleNotFoundError, match=r"'dassl\.modeling'.*'engine\.modeling'.*does not provide"):
-        importlib.import_module("dassl.modeling")
+    assert "Vanilla" in TRAINER_REGISTRY  # dassl.engine registers Dassl's generic trainer, as Dassl does
+    with pytest.raises(ModuleNotFoundError, match=r"'dassl\.engine\.da'.*'engine\.engine\.da'.*does not provide"):
+        importlib.import_module("dassl.engine.da")
 
 
 def test_alias_is_off_until_asked_for_and_gives_way_to_a_real_dassl(tmp_path, monkeypatch) -> None:
@@ -113,4 +116,4 @@ def test_unmodified_dassl_trainer_file_trains_and_evaluates(alias, tiny_checkpoi
     finally:
         if "DasslClipAdapter" in TRAINER_REGISTRY.registered_names():
             TRAINER_REGISTRY.unregister("DasslClipAdapter")
-        sys.modules.pop("dassl_trainer_dassl_clip_adapter", None)
+        sys.modules.pop("dassl_client_dassl_clip_adapter", None)

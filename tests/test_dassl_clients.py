@@ -344,3 +344,18 @@ def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     probs = logits.softmax(-1)
     return -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()
+
+
+def test_dassl_vanilla_trains_simplenet_through_dassl_tools_train_py(data_root, clip_cache, tmp_path):
+    """Dassl's own baseline: the default build_model (SimpleNet, a torchvision ResNet) under Vanilla."""
+    out = dassl_run("--import", "datasets", str(CLIENTS / "tools" / "train.py"), "--root", str(data_root),
+                    "--trainer", "Vanilla", "--seed", "1", "--backbone", "resnet18", "--dataset-config-file", DIGITS,
+                    "--output-dir", str(tmp_path / "out"), "--no-env-info", "INPUT.SIZE", "(32, 32)",
+                    "DATASET.NUM_SHOTS", "1", "MODEL.BACKBONE.PRETRAINED", "False", "MODEL.HEAD.NAME", "mlp",
+                    "MODEL.HEAD.HIDDEN_LAYERS", "[32]", "OPTIM.NAME", "sgd", "OPTIM.MAX_EPOCH", "1",
+                    "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "100", "INPUT.TRANSFORMS",
+                    "['normalize']", cache=clip_cache)
+    assert "Backbone: resnet18" in out and "Head: mlp" in out and "Checkpoint saved to" in out
+    assert "epoch [1/1]" in out and "* accuracy:" in out
+    saved = torch.load(tmp_path / "out" / "model" / "model.pth.tar-1", weights_only=True)["state_dict"]
+    assert "classifier.weight" in saved and saved["classifier.weight"].shape == (10, 32)

@@ -247,7 +247,7 @@ def test_init_seed_moves_the_initialisation_but_not_the_few_shot_split(digits_ro
 def test_our_checkpoints_hold_only_tensors_and_plain_values(reference):
     ckpt = torch.load(reference / CKPT_DIR / "model.pth.tar-2", weights_only=True)
     assert sorted(ckpt) == ["epoch", "optimizer", "rng_state", "scheduler", "state_dict", "val_result"]
-    assert ckpt["epoch"] == 2 and isinstance(ckpt["scheduler"]["successor"], dict)
+    assert ckpt["epoch"] == 2 and isinstance(ckpt["scheduler"]["successor_state"], dict)
 
 
 def dassl_checkpoint(path: Path, canary: Path, monkeypatch) -> dict[str, torch.Tensor]:

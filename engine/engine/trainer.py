@@ -422,10 +422,21 @@ class SimpleTrainer(TrainerBase):
         self.dm = dm
 
     def build_model(self) -> None:
-        """Hook: build the model(s) and ``register_model`` them. Dassl's SimpleNet backbones are not provided."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement build_model(); this engine has no SimpleNet backbone zoo"
-        )
+        """Dassl's default: a ``SimpleNet`` (``MODEL.BACKBONE``/``HEAD``) registered as ``model``; CLIP trainers override it."""
+        from engine.modeling import SimpleNet
+        from engine.optim import build_lr_scheduler, build_optimizer
+        from engine.utils import count_num_param, load_pretrained_weights
+
+        cfg = self.cfg
+        print("Building model")
+        self.model = SimpleNet(cfg, cfg.MODEL, self.num_classes)
+        if cfg.MODEL.INIT_WEIGHTS:
+            load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS)
+        self.model.to(self.device)
+        print(f"# params: {count_num_param(self.model):,}")
+        self.optim = build_optimizer(self.model, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("model", self.model, self.optim, self.sched)
 
     def train(self) -> None:  # type: ignore[override]
         super().train(self.start_epoch, self.max_epoch)
