@@ -26,7 +26,12 @@ from torch import Tensor, nn
 from .deep import TEXT, VISION, PromptPlan, prompt_hook
 from .text import assemble_prompts, tokenize_class_prompts
 
-__all__ = ["PromptedCLIP"]
+__all__ = ["PromptedCLIP", "at_least_fp32"]
+
+
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in fp32, or unchanged when it is already fp32 or wider (float64 runs stay float64)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 class PromptedCLIP(nn.Module):
@@ -47,7 +52,8 @@ class PromptedCLIP(nn.Module):
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """(Re)build the class-dependent frozen buffers; they are never saved in checkpoints."""
         learner = self.prompt_learner
-        prompts = tokenize_class_prompts(self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx)
+        template = getattr(learner, "class_template", "{}.")
+        prompts = tokenize_class_prompts(self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx, template)
         self.classnames = list(classnames)
         self.register_buffer("token_ids", prompts.token_ids, persistent=False)
         self.register_buffer("token_prefix", prompts.prefix, persistent=False)
@@ -69,7 +75,7 @@ class PromptedCLIP(nn.Module):
             features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
         if plan.text_head is not None:
             features = plan.text_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
         """Normalised image features (N, embed_dim) in fp32."""
@@ -77,7 +83,7 @@ class PromptedCLIP(nn.Module):
         features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
         if plan.image_head is not None:
             features = plan.image_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def text_features(self, plan: PromptPlan) -> Tensor:
         reusable = self.cache_text and (
@@ -99,7 +105,7 @@ class PromptedCLIP(nn.Module):
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         """exp(logit_scale) * cosine, for normalised features."""
-        return self.clip.logit_scale.exp().float() * image @ text.t()
+        return at_least_fp32(self.clip.logit_scale.exp()) * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (N, C) = exp(logit_scale) * cos(image, class)."""

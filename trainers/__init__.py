@@ -7,9 +7,11 @@ from . import (  # noqa: F401
     coprompt,
     coprompt_bmip,
     ivlp,
+    kgcoop,
     maple,
     promptsrc,
     promptsrc_bmip,
+    tcp,
     vpt,
     zsclip,
 )

@@ -23,6 +23,8 @@ __all__ = [
     "add_promptsrc_cfg",
     "add_vpt_cfg",
     "extend_trainer_cfg",
+    "add_kgcoop_cfg",
+    "add_tcp_cfg",
 ]
 
 
@@ -159,6 +161,34 @@ def add_coprompt_cfg(cfg: CN) -> None:
     cfg.TRAINER.DISTILL = "cosine"  # cosine | mse
 
 
+def add_kgcoop_cfg(cfg: CN) -> None:
+    """KgCoOp: ``TRAINER.KGCOOP`` (docs/METHODS.md, KgCoOp; the release reads these from TRAINER.COOP)."""
+    cfg.TRAINER.KGCOOP = CN()
+    cfg.TRAINER.KGCOOP.N_CTX = 4
+    cfg.TRAINER.KGCOOP.CSC = False
+    # The release's CTX_INIT is a flag: any true value means the hard-coded "a photo of a".
+    cfg.TRAINER.KGCOOP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.KGCOOP.PREC = "fp16"
+    cfg.TRAINER.KGCOOP.CLASS_TOKEN_POSITION = "end"
+    cfg.TRAINER.KGCOOP.W = 8.0  # weight of the knowledge-guided term (the release's scripts pass 8.0)
+    cfg.TRAINER.KGCOOP.TEMPLATE = ""  # hand-crafted template; "" = the per-dataset KGCOOP_TEMPLATES
+
+
+def add_tcp_cfg(cfg: CN) -> None:
+    """TCP: ``TRAINER.TCP`` (docs/METHODS.md, TCP)."""
+    cfg.TRAINER.TCP = CN()
+    cfg.TRAINER.TCP.N_CTX = 4  # context tokens = class-aware tokens per class
+    cfg.TRAINER.TCP.CTX_INIT = ""  # released: random N(0, 0.02^2) context
+    cfg.TRAINER.TCP.PREC = "fp16"
+    cfg.TRAINER.TCP.W = 8.0  # knowledge-guided weight (hard-coded 8.0 in the release; its COOP.W is unused)
+    cfg.TRAINER.TCP.CLASS_LAYER = 8  # text block the class-aware tokens enter before
+    cfg.TRAINER.TCP.MIX = 1.0  # class-aware share of the slot tokens there (hard-coded 1.0 in the release)
+    cfg.TRAINER.TCP.META_REDUCTION = 4  # meta-net hidden width = embed_dim // META_REDUCTION
+    cfg.TRAINER.TCP.ADAM_EPS = 1e-3  # the release's Dassl edit (Adam eps 1e-8 -> 1e-3)
+    cfg.TRAINER.TCP.TEMPLATE = ""  # class-knowledge template; "" = the per-dataset TCP_TEACHER_TEMPLATES
+    cfg.TRAINER.TCP.PROMPT_TEMPLATE = ""  # text after the context slots; "" = TCP_PROMPT_TEMPLATES
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -169,6 +199,8 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_bmip_cfg,
     add_promptsrc_cfg,
     add_coprompt_cfg,
+    add_kgcoop_cfg,
+    add_tcp_cfg,
 ]
 
 
