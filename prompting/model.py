@@ -26,12 +26,7 @@ from torch import Tensor, nn
 from .deep import TEXT, VISION, PromptPlan, prompt_hook
 from .text import assemble_prompts, tokenize_class_prompts
 
-__all__ = ["PromptedCLIP", "at_least_fp32"]
-
-
-def at_least_fp32(x: Tensor) -> Tensor:
-    """``x`` in fp32, or unchanged when it is already fp32 or wider (float64 runs stay float64)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+__all__ = ["PromptedCLIP"]
 
 
 class PromptedCLIP(nn.Module):
@@ -75,7 +70,7 @@ class PromptedCLIP(nn.Module):
             features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
         if plan.text_head is not None:
             features = plan.text_head(features)
-        return F.normalize(at_least_fp32(features), dim=-1)
+        return F.normalize(features.float(), dim=-1)
 
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
         """Normalised image features (N, embed_dim) in fp32."""
@@ -83,7 +78,7 @@ class PromptedCLIP(nn.Module):
         features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
         if plan.image_head is not None:
             features = plan.image_head(features)
-        return F.normalize(at_least_fp32(features), dim=-1)
+        return F.normalize(features.float(), dim=-1)
 
     def text_features(self, plan: PromptPlan) -> Tensor:
         reusable = self.cache_text and (
@@ -105,7 +100,7 @@ class PromptedCLIP(nn.Module):
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         """exp(logit_scale) * cosine, for normalised features."""
-        return at_least_fp32(self.clip.logit_scale.exp()) * image @ text.t()
+        return self.clip.logit_scale.exp().float() * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (N, C) = exp(logit_scale) * cos(image, class)."""

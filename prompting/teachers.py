@@ -22,8 +22,6 @@ from torch import Tensor, nn
 
 import clip as clip_pkg
 
-from .model import at_least_fp32
-
 __all__ = [
     "DESCRIPTION_KEYS",
     "description_features",
@@ -62,7 +60,7 @@ _ENCODE_CHUNK = 256
 def encode_texts(clip_model: nn.Module, token_ids: Tensor) -> Tensor:
     """Raw text features (N, D) in fp32 of tokenised texts, encoded in chunks to bound memory."""
     device = clip_model.token_embedding.weight.device
-    parts = [at_least_fp32(clip_model.encode_text(chunk.to(device))) for chunk in token_ids.split(_ENCODE_CHUNK)]
+    parts = [clip_model.encode_text(chunk.to(device)).float() for chunk in token_ids.split(_ENCODE_CHUNK)]
     return torch.cat(parts)
 
 

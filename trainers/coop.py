@@ -23,7 +23,7 @@ from torch import Tensor, nn
 import clip
 from engine.engine import TRAINER_REGISTRY
 from prompting.deep import PromptPlan
-from prompting.model import PromptedCLIP, at_least_fp32
+from prompting.model import PromptedCLIP
 from prompting.text import CONTEXT_STD, assemble_prompts, init_context
 
 from .base import DeepPromptTrainer
@@ -155,7 +155,7 @@ class CoOpCLIP(PromptedCLIP):
     def encode_class_prompts(self, ctx: Tensor) -> Tensor:
         """Normalised class features (C, embed_dim) in fp32 for context ``ctx``."""
         features = self.clip.encode_text_embeddings(self.class_prompts(ctx), self.eot_indices)
-        return nn.functional.normalize(at_least_fp32(features), dim=-1)
+        return nn.functional.normalize(features.float(), dim=-1)
 
     def encode_text(self, plan: PromptPlan) -> Tensor:
         return self.encode_class_prompts(plan.text_ctx)
