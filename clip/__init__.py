@@ -16,6 +16,7 @@ from .model import (
     ResidualAttentionBlock,
     Transformer,
     VisionTransformer,
+    at_least_fp32,
     to_precision,
 )
 from .pretrained import (
@@ -48,6 +49,7 @@ __all__ = [
     "ResidualAttentionBlock",
     "Transformer",
     "VisionTransformer",
+    "at_least_fp32",
     "_MODELS",
     "_download",
     "available_models",

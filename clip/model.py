@@ -642,7 +642,13 @@ class CLIP(nn.Module):
         return logits_per_image, logits_per_image.t()
 
 
-PRECISIONS = ("fp16", "fp32", "amp", "amp_bf16")
+PRECISIONS = ("fp16", "fp32", "amp", "amp_bf16", "fp64")
+
+
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in fp32 if it is fp16/bf16, else unchanged: features leave fp16 towers in fp32, while an
+    fp64 model stays fp64 end to end (``PREC fp64``, the exactness tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def to_precision(model: CLIP, prec: str) -> CLIP:
@@ -651,10 +657,13 @@ def to_precision(model: CLIP, prec: str) -> CLIP:
     ``fp16`` halves what OpenAI's released weights store in fp16 (conv/linear/attention weights and the
     two projections); LayerNorm/BatchNorm, embeddings and ``logit_scale`` stay fp32 and are cast on use.
     ``fp32``, ``amp`` and ``amp_bf16`` keep fp32 weights (the two ``amp`` choices mean the trainer wraps
-    the training forward in fp16 / bf16 autocast, ``trainers.base.autocast_context``).
+    the training forward in fp16 / bf16 autocast, ``trainers.base.autocast_context``). ``fp64`` makes
+    every floating tensor float64 (exactness checks against float64 references, not for training).
     """
     if prec not in PRECISIONS:
         raise ValueError(f"precision {prec!r} is not one of {PRECISIONS}")
+    if prec == "fp64":
+        return model.double()
     model.float()
     if prec != "fp16":
         return model

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from clip import at_least_fp32
+
 from .deep import PromptPlan
 
 __all__ = ["AdaptedPrompts", "FeatureAdapter"]
@@ -57,11 +59,11 @@ class AdaptedPrompts(nn.Module):
         self.learns_text = prompts.learns_text
 
     def adapt_image(self, features: Tensor) -> Tensor:
-        x = features.float()
+        x = at_least_fp32(features)
         return (1 - self.image_ratio) * x + self.image_ratio * self.adapter_image(x)
 
     def adapt_text(self, features: Tensor) -> Tensor:
-        x = features.float()
+        x = at_least_fp32(features)
         return (1 - self.text_ratio) * x + self.text_ratio * self.adapter_text(x)
 
     def forward(self) -> PromptPlan:

@@ -7,7 +7,7 @@ last epoch the sum replaces them, so the last checkpoint and the final test use 
 Two deliberate differences from the release (docs/METHODS.md, "PromptSRC"), neither changes the result
 of an uninterrupted run:
 
-* only the trainable tensors are summed, in fp32 (the release sums a deep copy of the whole state dict,
+* only the trainable tensors are summed, in fp32 or, for an fp64 model, fp64 (the release sums a deep copy of the whole state dict,
   frozen CLIP included; frozen tensors are constant and the weights sum to 1, so the average is the same);
 * the running sum is a persistent buffer that checkpoints hold (the release keeps it in a trainer
   attribute, so a resumed run silently averaged only the epochs after the resume).
@@ -43,7 +43,7 @@ def gaussian_epoch_weights(mean: float, std: float, n_epochs: int) -> list[float
 class GaussianPromptAggregator(nn.Module):
     """Running Gaussian-weighted sum of ``params`` over epochs; its buffers belong in checkpoints.
 
-    Buffers: ``running_sum`` (all parameters flattened, fp32) and ``epochs_done`` (how many epochs the
+    Buffers: ``running_sum`` (all parameters flattened, at least fp32) and ``epochs_done`` (how many epochs the
     sum holds), so a resumed run continues the same average and a mismatch is caught, not averaged.
     """
 
@@ -54,8 +54,8 @@ class GaussianPromptAggregator(nn.Module):
         self._params = list(params)
         self.weights = [float(w) for w in weights]
         numel = sum(p.numel() for p in self._params)
-        device = self._params[0].device
-        self.register_buffer("running_sum", torch.zeros(numel, dtype=torch.float32, device=device))
+        device, dtype = self._params[0].device, torch.promote_types(self._params[0].dtype, torch.float32)
+        self.register_buffer("running_sum", torch.zeros(numel, dtype=dtype, device=device))
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long, device=device))
 
     @property
@@ -63,7 +63,7 @@ class GaussianPromptAggregator(nn.Module):
         return len(self.weights)
 
     def _flat(self) -> Tensor:
-        return torch.cat([p.detach().float().reshape(-1) for p in self._params])
+        return torch.cat([p.detach().to(self.running_sum.dtype).reshape(-1) for p in self._params])
 
     @torch.no_grad()
     def accumulate(self, epoch: int) -> None:

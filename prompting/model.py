@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clip import at_least_fp32
+
 from .deep import TEXT, VISION, PromptPlan, prompt_hook
 from .text import assemble_prompts, tokenize_class_prompts
 
@@ -61,7 +63,7 @@ class PromptedCLIP(nn.Module):
 
     # ---- features ----------------------------------------------------------------------------------
     def encode_text(self, plan: PromptPlan) -> Tensor:
-        """Normalised class features (C, embed_dim) in fp32 for the current label space."""
+        """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), of the current label space."""
         if plan.text_ctx is None:
             features = self.clip.encode_text(self.token_ids)
         else:
@@ -70,15 +72,15 @@ class PromptedCLIP(nn.Module):
             features = self.clip.encode_text_embeddings(x, self.eot_indices, hook=hook)
         if plan.text_head is not None:
             features = plan.text_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def encode_image(self, images: Tensor, plan: PromptPlan) -> Tensor:
-        """Normalised image features (N, embed_dim) in fp32."""
+        """Normalised image features (N, embed_dim), fp32 (fp64 in an fp64 model)."""
         hook = prompt_hook(plan.vision_layers, VISION, reuse_projections=self.reuse_probe_projections)
         features = self.clip.encode_image(images, prompts=plan.vision_input, hook=hook)
         if plan.image_head is not None:
             features = plan.image_head(features)
-        return F.normalize(features.float(), dim=-1)
+        return F.normalize(at_least_fp32(features), dim=-1)
 
     def text_features(self, plan: PromptPlan) -> Tensor:
         reusable = self.cache_text and (
@@ -100,7 +102,7 @@ class PromptedCLIP(nn.Module):
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         """exp(logit_scale) * cosine, for normalised features."""
-        return self.clip.logit_scale.exp().float() * image @ text.t()
+        return self.clip.logit_scale.exp().to(image.dtype) * image @ text.t()
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (N, C) = exp(logit_scale) * cos(image, class)."""

@@ -58,21 +58,21 @@ _ENCODE_CHUNK = 256
 
 @torch.no_grad()
 def encode_texts(clip_model: nn.Module, token_ids: Tensor) -> Tensor:
-    """Raw text features (N, D) in fp32 of tokenised texts, encoded in chunks to bound memory."""
+    """Raw text features (N, D), fp32 (fp64 in an fp64 model), of tokenised texts, encoded in chunks to bound memory."""
     device = clip_model.token_embedding.weight.device
-    parts = [clip_model.encode_text(chunk.to(device)).float() for chunk in token_ids.split(_ENCODE_CHUNK)]
+    parts = [clip_pkg.at_least_fp32(clip_model.encode_text(chunk.to(device))) for chunk in token_ids.split(_ENCODE_CHUNK)]
     return torch.cat(parts)
 
 
 @torch.no_grad()
 def frozen_image_features(clip_model: nn.Module, images: Tensor) -> Tensor:
-    """Normalised (N, D) fp32 features of the frozen image tower run without prompts: the teachers'
+    """Normalised (N, D) features (fp32, fp64 in an fp64 model) of the frozen image tower run without prompts: the teachers'
     image side (the releases keep a second copy of the same weights for this)."""
-    return F.normalize(clip_model.encode_image(images).float(), dim=-1)
+    return F.normalize(clip_pkg.at_least_fp32(clip_model.encode_image(images)), dim=-1)
 
 
 def template_features(clip_model: nn.Module, templates: Sequence[str], classnames: Sequence[str]) -> Tensor:
-    """Mean over ``templates`` of the raw class features, (C, D) fp32 (normalised only where used)."""
+    """Mean over ``templates`` of the raw class features, (C, D) (normalised only where used)."""
     if not templates:
         raise ValueError("template_features needs at least one template")
     names = [name.replace("_", " ") for name in classnames]
@@ -133,7 +133,7 @@ def load_descriptions(path: str, classnames: Sequence[str]) -> list[list[str]]:
 
 
 def description_features(clip_model: nn.Module, descriptions: Sequence[Sequence[str]], source: str = "") -> Tensor:
-    """Normalised features (K, C, D) fp32 of K descriptions per class (``descriptions[c][k]``)."""
+    """Normalised features (K, C, D) of K descriptions per class (``descriptions[c][k]``)."""
     n_cls, k = len(descriptions), len(descriptions[0])
     texts = [sentence for per_class in descriptions for sentence in per_class]
     try:

@@ -16,7 +16,9 @@ depends on the attention of each batch), and ``.../weight`` / ``.../bias`` the g
 Precision (``TRAINER.<X>.PREC``, docs/PERFORMANCE.md): ``fp16`` halves the frozen towers (CUDA only),
 ``fp32`` runs everything in fp32, ``amp`` runs the training forward under fp16 autocast with a
 ``GradScaler`` (CUDA only, as released), ``amp_bf16`` under bf16 autocast without a scaler (CUDA and
-CPU). Trainable tensors are fp32 in every case. ``MODEL.COMPILE`` wraps the frozen towers' encoders
+CPU). Trainable tensors are fp32 in each of these. ``fp64`` makes the whole model - frozen towers,
+prompts, teachers, adapters, GPA sum, loss - float64: it exists so that every trainer can be proven
+equal to an independent float64 reference (tests/test_trainer_exactness.py), not for training speed. ``MODEL.COMPILE`` wraps the frozen towers' encoders
 in ``torch.compile`` (:func:`compile_towers`).
 """
 
@@ -141,6 +143,8 @@ class DeepPromptTrainer(TrainerX):
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_frozen_clip(cfg, prec, self.device)
         self.model = self.build_custom_clip(clip_model, self.dm.dataset.classnames).to(self.device)
+        if prec == "fp64":  # the learners create their tensors in fp32; fp64 means every tensor
+            self.model.double()
         enabled = sorted(name for name, p in self.model.named_parameters() if p.requires_grad)
         print(f"Parameters to be updated: {enabled}")
         print(f"Number of trainable parameters (all used by the forward pass): {self.model.count_trainable():,}")

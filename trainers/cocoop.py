@@ -68,7 +68,7 @@ class CoCoOpCLIP(CoOpCLIP):
         image = self.encode_image(images, PromptPlan())
         contexts = self.prompt_learner(image)
         text = torch.stack([self.encode_class_prompts(ctx) for ctx in contexts])  # (B, C, E)
-        return self.clip.logit_scale.exp().float() * torch.einsum("be,bce->bc", image, text)
+        return self.clip.logit_scale.exp().to(image.dtype) * torch.einsum("be,bce->bc", image, text)
 
 
 @TRAINER_REGISTRY.register()

@@ -40,7 +40,7 @@ def add_coop_cfg(cfg: CN) -> None:
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
     cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainers/base.py)
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp, amp_bf16, fp64 (trainers/base.py)
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # middle, end, front
 
 
@@ -57,7 +57,7 @@ def add_vpt_cfg(cfg: CN) -> None:
     cfg.TRAINER.VPT = CN()
     cfg.TRAINER.VPT.N_CTX_VISION = 2  # prompt tokens per vision block
     cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # the fixed text prompt "<CTX_INIT> <class>."
-    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainable tensors are always fp32)
+    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp, amp_bf16 (trainable tensors fp32), fp64 (all fp64)
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # blocks 0..J-1 get prompts (1 = input only)
 
 

@@ -153,9 +153,9 @@ class CoOpCLIP(PromptedCLIP):
         return torch.gather(prompts, 1, index)
 
     def encode_class_prompts(self, ctx: Tensor) -> Tensor:
-        """Normalised class features (C, embed_dim) in fp32 for context ``ctx``."""
+        """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), for context ``ctx``."""
         features = self.clip.encode_text_embeddings(self.class_prompts(ctx), self.eot_indices)
-        return nn.functional.normalize(features.float(), dim=-1)
+        return nn.functional.normalize(clip.at_least_fp32(features), dim=-1)
 
     def encode_text(self, plan: PromptPlan) -> Tensor:
         return self.encode_class_prompts(plan.text_ctx)
