@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     coop,
     coprompt,
     coprompt_bmip,
+    dept,
     ivlp,
     kgcoop,
     maple,

@@ -25,6 +25,7 @@ __all__ = [
     "extend_trainer_cfg",
     "add_kgcoop_cfg",
     "add_tcp_cfg",
+    "add_dept_cfg",
 ]
 
 
@@ -189,6 +190,26 @@ def add_tcp_cfg(cfg: CN) -> None:
     cfg.TRAINER.TCP.PROMPT_TEMPLATE = ""  # text after the context slots; "" = TCP_PROMPT_TEMPLATES
 
 
+def add_dept_cfg(cfg: CN) -> None:
+    """DePT's CAT head over any host trainer (``<Host>_DePT``): ``TRAINER.DEPT`` (docs/METHODS.md, DePT).
+
+    The release's names: LINEAR_PROBE.WEIGHT, OPTIM.LR_EXP, LINEAR_PROBE.TEST_TIME_FUSION, FILM.LINEAR_PROBE.
+    """
+    cfg.TRAINER.DEPT = CN()
+    cfg.TRAINER.DEPT.WEIGHT = 0.7  # lambda: loss (1 - w) CE_itm + w CE_cat; test (1 - w) s_itm + w s_cat
+    cfg.TRAINER.DEPT.LR_MULT = 6.5  # the head's learning rate = OPTIM.LR * LR_MULT
+    cfg.TRAINER.DEPT.TEST_TIME_FUSION = True  # False: the head's logits alone for the classes it knows
+    cfg.TRAINER.DEPT.FILM = True  # channel-wise scale/shift before the head's classifier
+    # How classes the head knows and classes it does not are scored together (all classes):
+    # per_class (honest: fused logits for the head's classes, the host's for the rest) | similarity (the
+    # host's logits for every class) | oracle (the release's base/new-aware choice: images of classes the
+    # head does not know get the host's logits; needs the test labels, so not an open-world result).
+    cfg.TRAINER.DEPT.ALL_CLASSES_HEAD = "per_class"
+    # False (released): the head is used on its own dataset and, trained on ImageNet, on its variants;
+    # True: on any dataset, for the classes whose names it knows.
+    cfg.TRAINER.DEPT.CROSS_DATASET_HEAD = False
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -201,6 +222,7 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_coprompt_cfg,
     add_kgcoop_cfg,
     add_tcp_cfg,
+    add_dept_cfg,
 ]
 
 
