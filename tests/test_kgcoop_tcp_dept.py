@@ -1,0 +1,166 @@
+"""KgCoOp, TCP and DePT beyond the float64 references (tests/references/kgcoop_tcp.py, dept.py).
+
+Parameter counts against the releases for random:ViT-B/16, TCP's class-aware injection, DePT's
+evaluation modes (all classes: per_class / similarity / oracle), its head travelling through a
+checkpoint into another label space, the staged learning rate and TCP's Adam eps on real trainers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from yacs.config import CfgNode
+
+import clip
+from prompting.dept import CATHead, attach_cat_head
+from tests.references import Reference
+from tests.test_trainer_exactness import build_fp64_trainer
+from trainers.coop import CoOpPromptLearner
+from trainers.dept import DePTTrainer
+from trainers.kgcoop import KgCoOpCLIP
+from trainers.tcp import TCPCLIP, TCPPromptLearner
+from trainers.templates import KGCOOP_TEMPLATES, method_template
+
+BASE = ["one", "two", "three"]
+NEW = ["four", "five"]
+
+
+@pytest.fixture(scope="module")
+def vit_b16() -> torch.nn.Module:
+    return clip.build_clip("random:ViT-B/16")
+
+
+def _tcp(clip_model: torch.nn.Module, classes: list[str], **kw) -> TCPCLIP:  # noqa: ANN003
+    opts = dict(n_ctx=4, ctx_init="", class_template="{}.", class_layer=8, mix=1.0, reduction=4) | kw
+    return TCPCLIP(clip_model, TCPPromptLearner(clip_model, **opts), classes, "a photo of a {}.")
+
+
+def test_trainable_parameter_counts_equal_the_releases(vit_b16: torch.nn.Module) -> None:
+    """Counted as the releases' optimisers see them: KgCoOp trains the tensors named *ctx* (4 x 512;
+    its unused meta_net and bias_vectors are frozen), TCP its whole prompt learner (ctx 4 x 512 plus
+    the meta-net 512-128-2048: 331,904, the paper's 0.331M), DePT adds two FiLMs (2 x (512 + 512)) and
+    a 512 -> C classifier, e.g. 258,548 for ImageNet's 500 base classes."""
+    learner = CoOpPromptLearner(vit_b16, len(BASE), 4, "a photo of a", False)
+    assert KgCoOpCLIP(vit_b16, learner, BASE, "a photo of a {}.").count_trainable() == 4 * 512
+    assert _tcp(vit_b16, BASE).count_trainable() == 331_904
+    head = CATHead(512, [f"c{i}" for i in range(500)], "ImageNet")
+    assert sum(p.numel() for p in head.parameters()) == 2 * (512 + 512) + 512 * 500 + 500 == 258_548
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    return clip.build_clip("random:tiny", seed=3).double()
+
+
+def test_tcp_tokens_are_class_aware_and_mix_zero_removes_them(tiny: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    model = _tcp(tiny, BASE, class_layer=3).double()
+    tokens = model.prompt_learner.class_tokens()
+    assert tokens.shape == (3, 4, tiny.text_width)
+    assert not torch.allclose(tokens[0], tokens[1])  # one set per class, from its hand-crafted feature
+    model.set_classnames(NEW)
+    assert model.prompt_learner.class_tokens().shape[0] == 2  # new classes get their own tokens
+    torch.manual_seed(0)
+    mixed = _tcp(tiny, BASE, class_layer=3, mix=0.0).double()
+    _, text = mixed.features(torch.zeros(1, 3, 224, 224, dtype=torch.float64))
+    text.sum().backward()
+    assert all(p.grad.abs().max() == 0 for p in mixed.prompt_learner.meta_net.parameters())
+
+
+def test_tcp_rejects_a_class_layer_outside_the_text_tower(tiny: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="TRAINER.TCP.CLASS_LAYER"):
+        _tcp(tiny, BASE, class_layer=tiny.text_layers)
+
+
+def test_method_templates_name_the_dataset_and_the_key() -> None:
+    assert method_template(KGCOOP_TEMPLATES, "T", "DescribableTextures", "", "K") == "a photo of a {}, a type of texture."
+    with pytest.raises(KeyError, match="'Nowhere'.*TRAINER.KGCOOP.TEMPLATE"):
+        method_template(KGCOOP_TEMPLATES, "KGCOOP_TEMPLATES", "Nowhere", "", "TRAINER.KGCOOP.TEMPLATE")
+    with pytest.raises(ValueError, match="TRAINER.TCP.TEMPLATE"):
+        method_template(KGCOOP_TEMPLATES, "T", "Digits", "no slot", "TRAINER.TCP.TEMPLATE")
+
+
+def _dept_model(tiny: torch.nn.Module, classes: list[str], dataset: str = "Digits"):  # noqa: ANN202
+    torch.manual_seed(1)
+    learner = CoOpPromptLearner(tiny, len(classes), 2, "", False)
+    model = KgCoOpCLIP(tiny, learner, classes, "a photo of a {}.")
+    head = CATHead(tiny.embed_dim, BASE, "Digits")
+    model = attach_cat_head(model, head, weight=0.7, fusion=True, mode="per_class", dataset=dataset, cross_dataset=False)
+    model.double()
+    with torch.no_grad():
+        for p in model.dept_head.parameters():
+            p.add_(torch.randn_like(p))
+    return model.eval()
+
+
+def test_dept_scores_known_classes_fused_and_others_by_similarity(tiny: torch.nn.Module) -> None:
+    model = _dept_model(tiny, BASE + NEW)
+    images = torch.randn(4, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model(images)
+        sim = model.dept_similarity
+        head = model.dept_head.image_logits(model.dept_raw[0])
+    assert model.dept_columns.tolist() == [0, 1, 2, -1, -1]
+    assert torch.allclose(logits[:, :3], 0.3 * sim[:, :3] + 0.7 * head, atol=1e-12)
+    assert torch.equal(logits[:, 3:], sim[:, 3:])
+    model.dept_mode = "similarity"
+    with torch.no_grad():
+        assert torch.equal(model(images), sim)
+    other = _dept_model(tiny, BASE, dataset="EuroSAT")  # the head belongs to Digits: not applied
+    assert (other.dept_columns < 0).all()
+
+
+class _Host:
+    def model_inference(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"], batch["label"]
+
+
+class _Oracle(DePTTrainer, _Host):
+    pass
+
+
+def test_dept_oracle_gives_images_of_unknown_classes_the_similarity_logits(tiny: torch.nn.Module) -> None:
+    trainer = _Oracle()
+    trainer.model = _dept_model(tiny, BASE + NEW)
+    trainer.cfg = CfgNode({"TRAINER": CfgNode({"DEPT": CfgNode({"ALL_CLASSES_HEAD": "oracle"})})})
+    images = torch.randn(2, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x, _ = trainer.parse_batch_test({"img": images, "label": torch.tensor([0, 4])})
+    with torch.no_grad():
+        out = trainer.model_inference(x)
+        fused = trainer.model(x)
+    assert torch.equal(out[0], fused[0])  # a base image: the head's verdict
+    assert torch.equal(out[1], trainer.model.dept_similarity[1])  # a new image: similarity only
+    assert not torch.equal(fused[1], out[1])
+
+
+def test_dept_head_travels_through_a_checkpoint_into_another_label_space(tiny: torch.nn.Module) -> None:
+    trained = _dept_model(tiny, BASE)
+    state = {k: v.clone() for k, v in trained.trainable_state_dict().items()}
+    assert "dept_head.meta" in state and state["dept_head.linear.weight"].shape[0] == 3
+    fresh = _dept_model(tiny, BASE + NEW)  # built for five classes, as an evaluation run builds it
+    fresh.dept_head = CATHead(tiny.embed_dim, BASE + NEW, "Digits").double()
+    fresh.resize_dept_head(state)
+    fresh.load_state_dict(state)
+    assert fresh.dept_head.classnames == BASE and fresh.dept_columns.tolist() == [0, 1, 2, -1, -1]
+    assert torch.equal(fresh.dept_head.linear.weight, trained.dept_head.linear.weight)
+
+
+def test_staged_learning_rate_and_tcp_adam_eps_on_real_trainers(tmp_path: Path) -> None:
+    dept = build_fp64_trainer(
+        "MaPLe_DePT", Reference(None, "configs/trainers/MaPLe_DePT/vit_b16_c2_ep10_batch4_2ctx.yaml"),
+        tmp_path / "data", tmp_path / "a",
+    )  # fmt: skip
+    head = {id(p) for p in dept.model.dept_head.parameters()}
+    groups = dept.optim.param_groups
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.0035, 0.0035 * 6.5])
+    assert {id(p) for p in groups[1]["params"]} == head
+    tcp = build_fp64_trainer(
+        "TCP", Reference(None, "configs/trainers/TCP/vit_b16_ep50_ctxv1.yaml"), tmp_path / "data", tmp_path / "b"
+    )
+    assert isinstance(tcp.optim, torch.optim.Adam)
+    assert all(g["eps"] == 1e-3 for g in tcp.optim.param_groups)
