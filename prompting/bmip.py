@@ -43,6 +43,12 @@ __all__ = ["BMIPOptions", "BMIPPrompts", "CONNECT_METHODS", "PRESETS", "resolve_
 CONNECT_METHODS = ("None", "add", "atten", "joint")
 ADD_MODES = ("sum", "lists")
 FIRST_VISION_PROMPTS = ("proj_text", "own", "combine")
+# With a shared vision prompt (SHARE_PARAMETER_VISUAL), what the optimiser sees (docs/BMIP.md, "Shared
+# vision prompt"): "tied" one tensor, one update per step; "aliased" one tensor plus one Parameter per
+# prompted block viewing its storage, each its own optimiser entry (the release as it runs on CPU);
+# "copies" one independent tensor per block, all starting from the same values (the release on a GPU:
+# moving the model to the device gives every alias its own storage).
+SHARED_VISION_PROMPTS = ("tied", "aliased", "copies")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class BMIPOptions:
     share_visual: bool = True
     share_text: bool = True
     add_mode: str = "lists"
+    shared_vision_prompt: str = "copies"
 
     def __post_init__(self) -> None:
         checks = {
@@ -70,6 +77,7 @@ class BMIPOptions:
             "attn_reduce": (self.attn_reduce, ATTN_REDUCE),
             "first_vision_prompt": (self.first_vision_prompt, FIRST_VISION_PROMPTS),
             "add_mode": (self.add_mode, ADD_MODES),
+            "shared_vision_prompt": (self.shared_vision_prompt, SHARED_VISION_PROMPTS),
         }
         for name, (value, choices) in checks.items():
             if value not in choices:
@@ -95,12 +103,12 @@ class BMIPOptions:
 PRESETS: dict[str, dict[str, Any]] = {
     "released": dict(
         text_attn_query="sos", attn_reduce="batch_mean", text_depth_offset=1, gate_act="sigmoid",
-        detach_attn=True, share_visual=True, share_text=True, add_mode="lists",
+        detach_attn=True, share_visual=True, share_text=True, add_mode="lists", shared_vision_prompt="copies",
         first_vision_prompt={"None": "proj_text", "ablation": "combine"},
     ),
     "paper": dict(
         text_attn_query="mean_valid", attn_reduce="per_sample", text_depth_offset=0, gate_act="sigmoid",
-        detach_attn=True, share_visual=False, share_text=False, add_mode="sum",
+        detach_attn=True, share_visual=False, share_text=False, add_mode="sum", shared_vision_prompt="tied",
         first_vision_prompt={"None": "own", "ablation": "combine"},
     ),
 }
@@ -134,9 +142,12 @@ class BMIPPrompts(nn.Module):
     * ``ctx_t`` (n, d_t) text input context from ``ctx_init``; ``proj_t`` Linear d_t->d_v (layer-0 vision
       prompt ``proj_t(ctx_t)``, as MaPLe);
     * ``compound_prompts_text[k]`` (n, d_t), k = 0..J-2: own text prompt of block k+1, N(0, 0.02^2);
-    * vision own prompts: ``ctx_v`` (n, d_v) N(0, 0.02^2) shared by all blocks when ``share_visual``
-      (released: one tensor), else ``compound_prompts_visual[k]`` U(+-sqrt(6/(48+d_v))) per block;
-      ``ctx_v`` is also the own layer-0 vision prompt (``first_vision_prompt`` own/combine);
+    * vision own prompts: with ``share_visual`` one N(0, 0.02^2) draw, held as ``shared_vision_prompt``
+      says: ``tied`` one tensor ``ctx_v``; ``aliased`` ``ctx_v`` plus ``compound_prompts_visual[k]``,
+      Parameters viewing its storage (one optimiser entry each); ``copies`` independent
+      ``compound_prompts_visual[k]`` starting equal. Without sharing, ``compound_prompts_visual[k]``
+      U(+-sqrt(6/(48+d_v))) per block. ``ctx_v`` is also the own layer-0 vision prompt
+      (``first_vision_prompt`` own/combine);
     * F_v (text->vision): ``single_layer_t`` or per-layer ``compound_prompt_projections_t[k]``;
       F_l (vision->text): ``single_layer_v`` or ``compound_prompt_projections_v[k]``;
     * gates ``gates_v[k]`` / ``gates_t[k]``: Linear(1, 1) per prompted block (CONNECT_METHOD "None").
@@ -174,8 +185,21 @@ class BMIPPrompts(nn.Module):
         if o.first_vision_prompt in ("proj_text", "combine"):
             self.proj_t = nn.Linear(d_t, d_v)
         self.compound_prompts_text = normal_prompts(n_own, n, d_t)
+        self.shared_mode = o.shared_vision_prompt if o.share_visual else None
         if o.share_visual or o.first_vision_prompt in ("own", "combine"):
-            self.ctx_v = normal_prompts(1, n, d_v)[0]
+            ctx_v = normal_prompts(1, n, d_v)[0]  # the same draw in every mode
+            if self.shared_mode != "copies" or o.first_vision_prompt != "proj_text":
+                self.ctx_v = ctx_v
+            if self.shared_mode == "aliased":  # one Parameter per block over ctx_v's storage
+                self.compound_prompts_visual = nn.ParameterList([nn.Parameter(ctx_v.detach()) for _ in range(n_own)])
+            elif self.shared_mode == "copies":
+                self.compound_prompts_visual = nn.ParameterList(
+                    [nn.Parameter(ctx_v.detach().clone()) for _ in range(n_own)]
+                )
+        if self.shared_mode is not None:
+            self._register_load_state_dict_pre_hook(BMIPPrompts._adapt_shared_vision, with_module=True)
+        if self.shared_mode == "aliased":
+            self._register_state_dict_hook(BMIPPrompts._drop_aliases)
         if not o.share_visual:
             bound = math.sqrt(6.0 / (3 * 16 + d_v))  # the release's VPT-style bound, patch size fixed at 16
             self.compound_prompts_visual = nn.ParameterList(
@@ -198,6 +222,16 @@ class BMIPPrompts(nn.Module):
         )
         # Set by the trainer for the training steps of an epoch: records every applied mixing weight.
         self.gate_monitor: Optional[GateMonitor] = None
+        # Parameter (= optimiser) order of the release, created above in the order that fixes the initial
+        # values: ctx_t, ctx_v, then proj_t, vision prompts, F_l, text prompts, F_v, vision and text gates.
+        release_order = (
+            "proj_t", "compound_prompts_visual", "single_layer_v", "compound_prompt_projections_v",
+            "compound_prompts_text", "single_layer_t", "compound_prompt_projections_t", "gates_v", "gates_t",
+        )  # fmt: skip
+        self._modules = {
+            **{name: self._modules[name] for name in release_order if name in self._modules},
+            **{name: m for name, m in self._modules.items() if name not in release_order},
+        }
 
     @property
     def gated(self) -> bool:
@@ -220,9 +254,57 @@ class BMIPPrompts(nn.Module):
                 scalars[GATE_TAG.format(tower=tower, block=block, leaf=f"slot{slot}")] = value
         return scalars
 
+    # ---- shared vision prompt: aliases and checkpoints ---------------------------------------------
+    def _alias_keys(self, prefix: str) -> list[str]:
+        return [f"{prefix}compound_prompts_visual.{k}" for k in range(len(self.compound_prompts_text))]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> BMIPPrompts:
+        """Device/dtype moves give every Parameter its own storage; re-tie the aliases to ``ctx_v``."""
+        result = super()._apply(fn, recurse)
+        if self.shared_mode == "aliased":
+            for alias in self.compound_prompts_visual:
+                alias.data = self.ctx_v.data
+        return result
+
+    @staticmethod
+    def _drop_aliases(module: BMIPPrompts, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+        """Aliased checkpoints hold ``ctx_v`` once (the aliases are views of it): the same file as tied."""
+        for key in module._alias_keys(prefix):
+            state_dict.pop(key, None)
+
+    @staticmethod
+    def _adapt_shared_vision(module: BMIPPrompts, state_dict: dict, prefix: str, *args: Any) -> None:
+        """Load a shared vision prompt saved in any of the three modes into this one.
+
+        One tensor (tied/aliased checkpoint) into copies: every block starts from it. Per-block copies
+        into one tensor: only if all copies are equal (never trained apart), else an error that names
+        the option; a release checkpoint trained on a GPU holds trained, distinct copies.
+        """
+        ctx_key, keys = f"{prefix}ctx_v", module._alias_keys(prefix)
+        copies = [state_dict[k] for k in keys if k in state_dict]
+        if module.shared_mode == "copies":
+            if not copies and ctx_key in state_dict:
+                state_dict.update(dict.fromkeys(keys, state_dict[ctx_key]))
+            if not hasattr(module, "ctx_v"):
+                state_dict.pop(ctx_key, None)  # the release's ctx_v, unused by its forward here
+            return
+        if copies:
+            if len(copies) != len(keys) or any(not torch.equal(c, copies[0]) for c in copies):
+                raise ValueError(
+                    "this checkpoint holds a separately trained shared vision prompt per block (as the release "
+                    "trains on a GPU); load it with TRAINER.BMIP.SHARED_VISION_PROMPT copies, not "
+                    f"{module.shared_mode!r}"
+                )
+            state_dict[ctx_key] = copies[0]
+            for key in keys:
+                del state_dict[key]
+        if module.shared_mode == "aliased" and ctx_key in state_dict:
+            state_dict.update(dict.fromkeys(keys, state_dict[ctx_key]))
+
     # ---- prompt lists ---------------------------------------------------------------------------
     def own_vision(self, k: int) -> Tensor:
-        return self.ctx_v if self.options.share_visual else self.compound_prompts_visual[k]
+        """P~_k: block k+1's own vision prompt (the shared ``ctx_v`` when tied)."""
+        return self.compound_prompts_visual[k] if hasattr(self, "compound_prompts_visual") else self.ctx_v
 
     def foreign_vision(self, k: int) -> Tensor:
         """F_v(P_k): text prompt k projected into the vision tower."""

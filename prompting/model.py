@@ -16,7 +16,7 @@ own ``trim_text``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 import torch
@@ -28,7 +28,16 @@ from clip import at_least_fp32
 from .deep import TEXT, VISION, PromptPlan, prompt_hook
 from .text import assemble_prompts, tokenize_class_prompts
 
-__all__ = ["PromptedCLIP"]
+__all__ = ["PromptedCLIP", "distinct_parameters"]
+
+
+def distinct_parameters(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    """``params`` with each storage once: Parameters that view the same memory with the same shape (BMIP's
+    aliased shared prompt) are one tensor. Meta tensors (no memory) count by identity."""
+    seen: dict[object, nn.Parameter] = {}
+    for p in params:
+        seen.setdefault((p.data_ptr(), p.shape) if p.data_ptr() else id(p), p)
+    return list(seen.values())
 
 
 class PromptedCLIP(nn.Module):
@@ -141,9 +150,4 @@ class PromptedCLIP(nn.Module):
 
     def count_trainable(self) -> int:
         """Number of trainable parameters (each tensor once), all of which the forward pass uses."""
-        seen, total = set(), 0
-        for param in self.parameters():
-            if param.requires_grad and id(param) not in seen:
-                seen.add(id(param))
-                total += param.numel()
-        return total
+        return sum(p.numel() for p in distinct_parameters(self.parameters()) if p.requires_grad)

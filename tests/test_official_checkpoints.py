@@ -83,20 +83,22 @@ def test_official_maple_checkpoint_gives_the_same_logits(tmp_path: Path, monkeyp
         torch.testing.assert_close(model(images), reference, rtol=0, atol=1e-5)
 
 
-def _bmip(seed: int) -> BMIPPrompts:
+def _bmip(seed: int, mode: str = "copies") -> BMIPPrompts:
     torch.manual_seed(seed)
-    return BMIPPrompts(clip.build_clip("random:tiny"), resolve_bmip_options("released", depth=4))
+    return BMIPPrompts(clip.build_clip("random:tiny"), resolve_bmip_options("released", depth=4, shared_vision_prompt=mode))
 
 
 def test_official_bmip_layout_maps_gates_ctx_v_and_drops_unused_tensors() -> None:
     source = _bmip(0)
     n, depth, d_t, d_v = 2, 4, 128, 192
+    with torch.no_grad():  # trained on a GPU, the release's per-block aliases have become distinct tensors
+        for k, copy in enumerate(source.compound_prompts_visual):
+            copy.add_(0.01 * (k + 1))
     ours = {f"prompt_learner.{k}": v for k, v in source.state_dict().items()}
-    official = {k: v for k, v in ours.items() if ".gates_" not in k and not k.endswith("ctx_v")}
-    # Release: ctx_v has 77 rows (only the first n used), aliased by compound_prompts_visual.k ...
-    official["prompt_learner.ctx_v"] = torch.cat([ours["prompt_learner.ctx_v"], torch.randn(77 - n, d_v)])
-    for k in range(depth - 1):
-        official[f"prompt_learner.compound_prompts_visual.{k}"] = ours["prompt_learner.ctx_v"]
+    assert "prompt_learner.ctx_v" not in ours  # released layer 0 is proj_t(ctx_t): ctx_v is unused
+    official = {k: v for k, v in ours.items() if ".gates_" not in k}
+    # Release: ctx_v has 77 rows (only the first n used, and here not at all) next to the per-block copies ...
+    official["prompt_learner.ctx_v"] = torch.randn(77, d_v)
     # ... unused heads, and both gates in all 12 blocks of both towers (only some are used).
     official["prompt_learner.proj_v.weight"] = torch.randn(d_t, d_v)
     official["prompt_learner.exchange_layer_v.weight"] = torch.randn(d_v, 2 * d_v)
@@ -112,11 +114,21 @@ def test_official_bmip_layout_maps_gates_ctx_v_and_drops_unused_tensors() -> Non
     official = {k: v.half() for k, v in official.items()}
 
     converted = convert_official_state_dict(official, "BMIP")
-    assert set(converted) == set(ours)
+    assert set(converted) == set(ours) | {"prompt_learner.ctx_v"}
+    assert converted["prompt_learner.ctx_v"].shape == (n, d_v)
+    learner_state = {k[len("prompt_learner."):]: v for k, v in converted.items()}
     target = _bmip(1)
-    target.load_state_dict({k[len("prompt_learner."):]: v for k, v in converted.items()}, strict=True)
+    target.load_state_dict(learner_state, strict=True)
     for key, value in source.state_dict().items():
         torch.testing.assert_close(target.state_dict()[key], value.half().float(), rtol=0, atol=0)
+    # One shared tensor cannot hold copies trained apart; equal copies (trained on CPU) load into it.
+    with pytest.raises(ValueError, match="SHARED_VISION_PROMPT copies"):
+        _bmip(1, "tied").load_state_dict(learner_state, strict=True)
+    equal = {**learner_state, **{f"compound_prompts_visual.{k}": learner_state["ctx_v"] for k in range(depth - 1)}}
+    for mode in ("tied", "aliased"):
+        tied = _bmip(1, mode)
+        tied.load_state_dict(equal, strict=True)
+        torch.testing.assert_close(tied.ctx_v.detach(), learner_state["ctx_v"], rtol=0, atol=0)
 
     with pytest.raises(OfficialCheckpointError, match="not a BMIP checkpoint"):
         convert_official_state_dict({"prompt_learner.ctx": torch.zeros(2, 4)}, "BMIP")

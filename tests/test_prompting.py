@@ -9,7 +9,7 @@ import clip
 from prompting.bmip import BMIPPrompts, resolve_bmip_options
 from prompting.deep import deep_blocks
 from prompting.learners import CoupledPrompts, IndependentPrompts
-from prompting.model import PromptedCLIP
+from prompting.model import PromptedCLIP, distinct_parameters
 from prompting.text import assemble_prompts, init_context, tokenize_class_prompts
 
 CLASSES = ["zero", "one", "two"]
@@ -129,7 +129,8 @@ def test_maple_vision_prompts_are_projections_of_the_text_prompts(tiny):
 
 # ---- parameter counts (random:ViT-B/16) ------------------------------------------------------------------
 def _count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    """Parameters of distinct storage (an aliased prompt's views count once)."""
+    return sum(p.numel() for p in distinct_parameters(module.parameters()))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,18 @@ def _count(module: torch.nn.Module) -> int:
         ("IVLP 2+2 depth 12", lambda m: IndependentPrompts(m, n_ctx_text=2, depth_text=12, n_ctx_vision=2, depth_vision=12), 30_720),
         ("language-only 4 depth 12", lambda m: IndependentPrompts(m, n_ctx_text=4, depth_text=12, n_ctx_vision=0, depth_vision=0), 24_576),
         ("IVLP 4+4 depth 9", lambda m: IndependentPrompts(m, n_ctx_text=4, depth_text=9, n_ctx_vision=4, depth_vision=9), 46_080),
-        ("BMIP released (shared)", lambda m: BMIPPrompts(m, resolve_bmip_options("released")), 1_192_478),
+        # released on a GPU: 8 per-block copies of the shared vision prompt (docs/BMIP.md)
+        ("BMIP released (shared)", lambda m: BMIPPrompts(m, resolve_bmip_options("released")), 1_203_230),
+        (
+            "BMIP released, tied shared prompt",
+            lambda m: BMIPPrompts(m, resolve_bmip_options("released", shared_vision_prompt="tied")),
+            1_192_478,
+        ),
+        (
+            "BMIP released, aliased shared prompt (aliases count once)",
+            lambda m: BMIPPrompts(m, resolve_bmip_options("released", shared_vision_prompt="aliased")),
+            1_192_478,
+        ),
         (
             "BMIP per-layer, released depths",
             lambda m: BMIPPrompts(m, resolve_bmip_options("released", share_visual=False, share_text=False)),

@@ -45,6 +45,7 @@ def bmip_options_from_cfg(cfg: Any) -> BMIPOptions:
         gate_act=b.GATE_ACT,
         detach_attn=b.DETACH_ATTN,
         add_mode=b.ADD_MODE,
+        shared_vision_prompt=b.SHARED_VISION_PROMPT,
         share_visual=cfg.SHARE.SHARE_PARAMETER_VISUAL,
         share_text=cfg.SHARE.SHARE_PARAMETER_TEXT,
     )

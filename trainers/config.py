@@ -106,6 +106,10 @@ def add_bmip_cfg(cfg: CN) -> None:
     cfg.TRAINER.BMIP.GATE_ACT = None  # sigmoid | none
     cfg.TRAINER.BMIP.DETACH_ATTN = None  # True | False
     cfg.TRAINER.BMIP.ADD_MODE = None  # lists | sum (CONNECT_METHOD add)
+    # With SHARE.SHARE_PARAMETER_VISUAL True: tied (one tensor, paper) | aliased (the release on CPU: one
+    # optimiser entry per block over one storage) | copies (the release on a GPU: one tensor per block,
+    # all starting equal). docs/BMIP.md, "Shared vision prompt".
+    cfg.TRAINER.BMIP.SHARED_VISION_PROMPT = None
     # Early stopping as released: reset patience on any gain, stop after TRAIN.PATIENT_COUNT epochs
     # without one once this many epochs ran, save model-best only for a gain above BEST_MIN_DELTA points.
     cfg.TRAINER.BMIP.EARLY_STOP_MIN_EPOCH = 6

@@ -9,8 +9,11 @@ which ``train.py --eval-only --model-dir OUT --load-epoch E`` then evaluates. Ke
 * MaPLe: ``prompt_learner.{ctx, proj, compound_prompts_text.j, compound_prompt_projections.j}`` keep their
   names (ours are the official ones).
 * BMIP: the prompt learner's tensors keep their names, except ``ctx_v`` (77 x d_v in the release, of which
-  only the first N_CTX rows are used) -> its first N_CTX rows; with shared vision prompts the release's
-  ``compound_prompts_visual.k`` are aliases of those rows and are dropped. The gates move from the blocks
+  only the first N_CTX rows are used) -> its first N_CTX rows. With shared vision prompts the release's
+  ``compound_prompts_visual.k`` (aliases of those rows when built, separate tensors once the model is
+  moved to a GPU, so trained apart there) are kept: they are what the release's forward uses, and
+  the prompt learner loads them in any ``TRAINER.BMIP.SHARED_VISION_PROMPT`` mode that can hold
+  them (``copies``; ``tied``/``aliased`` only while all are equal). The gates move from the blocks
   to the prompt learner: ``image_encoder.transformer.resblocks.b.learnable_linear1`` ->
   ``prompt_learner.gates_v.(b-1)`` and ``text_encoder.transformer.resblocks.b.learnable_linear2`` ->
   ``prompt_learner.gates_t.(b-1)``, for the blocks our model prompts (docs/BMIP.md; the release creates
@@ -84,7 +87,6 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], method: 
         if "prompt_learner.ctx_t" not in state_dict:
             raise OfficialCheckpointError("not a BMIP checkpoint: 'prompt_learner.ctx_t' is missing")
         n_ctx = state_dict["prompt_learner.ctx_t"].shape[0]
-        shared_visual = "prompt_learner.single_layer_v.weight" in state_dict
         converted.update(_bmip_gates(state_dict))
     elif "prompt_learner.ctx" not in state_dict:
         raise OfficialCheckpointError("not a MaPLe checkpoint: 'prompt_learner.ctx' is missing")
@@ -94,7 +96,7 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], method: 
         if not key.startswith("prompt_learner."):
             raise OfficialCheckpointError(f"unexpected tensor {key!r} in an official {method} checkpoint")
         if method == "BMIP":
-            if _UNUSED_BMIP.match(key) or (shared_visual and key.startswith("prompt_learner.compound_prompts_visual.")):
+            if _UNUSED_BMIP.match(key):
                 continue
             if key == "prompt_learner.ctx_v":
                 tensor = tensor[:n_ctx]

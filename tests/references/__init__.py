@@ -4,8 +4,12 @@ Every module of this package may define ``REFERENCES: dict[str, Reference | Sequ
 keyed by the trainer's registered name; :func:`all_references` collects them (a trainer named in two
 modules is an error). A reference is written from the method's maths - plain tensor operations on the
 frozen CLIP weights (:mod:`tests.references.clip_math`) and the trainable tensors handed to it - never
-by calling the project's prompting/ or trainers/ code. How to add one: docs of :class:`Reference` and
-/work/coord/exactness_convention.md (mirrored in docs/RELIABILITY.md, "Exactness").
+by calling the project's prompting/ or trainers/ code (data such as template lists may be looked up).
+
+How to add one for a new trainer: create ``tests/references/<name>.py`` with a function
+``compute(case: Case) -> Expected`` and ``REFERENCES = {"<TrainerName>": Reference(compute, "<config>")}``;
+:class:`Case`, :class:`Expected` and :class:`Reference` say what the test feeds in and compares
+(docs/PERFORMANCE.md, "Exactness").
 """
 
 from __future__ import annotations

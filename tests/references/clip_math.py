@@ -106,8 +106,12 @@ def text_features(w: dict[str, Tensor], x: Tensor, eot: Tensor, before_block: Be
 
 
 def encode_texts(w: dict[str, Tensor], texts: Sequence[str]) -> Tensor:
-    """Raw features of plain texts (no prompts), (N, embed_dim)."""
-    return text_features(w, *class_prompt_embeddings(w, texts))
+    """Raw features of plain texts (no prompts), (N, embed_dim).
+
+    The sequences are cut after the last EOT: under the causal mask no row attends to later rows, so
+    this is the same maths and keeps the teachers' hundreds of template sentences cheap."""
+    x, eot = class_prompt_embeddings(w, texts)
+    return text_features(w, x[:, : int(eot.max()) + 1], eot)
 
 
 def image_features(
