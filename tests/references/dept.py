@@ -19,6 +19,7 @@ from trainers.templates import KGCOOP_TEMPLATES, promptsrc_templates
 
 from . import Case, Expected, Reference
 from . import clip_math as cm
+from .bmip import bmip_features
 from .deep import ivlp_features, maple_features
 
 Features = Callable[[Case], tuple[Tensor, Tensor]]
@@ -53,6 +54,11 @@ def dept(features: Features, other_terms: OtherTerms = _no_terms) -> Callable[[C
         return Expected(logits, sum(terms.values()), terms)
 
     return compute
+
+
+def bmip_host_features(case: Case) -> tuple[Tensor, Tensor]:
+    b = case.cfg.TRAINER.BMIP
+    return bmip_features(case, "prompt_learner", b.N_CTX, b.PROMPT_DEPTH, b.CTX_INIT)
 
 
 def coop_features(case: Case) -> tuple[Tensor, Tensor]:
@@ -119,4 +125,11 @@ REFERENCES = {
         dept(lambda case: ivlp_features(case, case.cfg.TRAINER.PROMPTSRC), promptsrc_terms),
         "configs/trainers/PromptSRC_DePT/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
     ),
+    "BMIP_DePT": [
+        Reference(dept(bmip_host_features), "configs/trainers/BMIP_DePT/BMIP_ctx2_dp9_lr2.yaml", name="released"),
+        Reference(
+            dept(bmip_host_features), "configs/trainers/BMIP_DePT/BMIP_ctx2_dp9_lr2.yaml", name="paper_preset",
+            opts=("TRAINER.BMIP.PRESET", "paper", "SHARE.SHARE_PARAMETER_VISUAL", "False"),
+        ),  # fmt: skip
+    ],
 }
