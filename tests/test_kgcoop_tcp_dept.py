@@ -15,6 +15,7 @@ import torch
 from yacs.config import CfgNode
 
 import clip
+import train
 from prompting.dept import CATHead, attach_cat_head
 from tests.references import Reference
 from tests.results_helpers import write_scripts, write_test_log, write_train_log
@@ -191,3 +192,32 @@ def test_table6_puts_the_published_base_new_hm_beside_ours(tmp_path: Path) -> No
     assert average["hm"].paper == 77.00 and average["hm"].diff == 0.0 and average["base"].diff == 0.0
     assert rows["Average [mean_of_hms]"]["hm"].paper is None
     assert "BMIP+DePT" in plan.TABLES[6].methods and plan.METHODS["BMIP+DePT"].script_dir == "bmip_dept"
+
+
+NEW_CONFIGS = sorted(
+    str(p.relative_to(Path(__file__).resolve().parents[1]))
+    for d in ("KgCoOp", "TCP", "CoOp_DePT", "KgCoOp_DePT", "MaPLe_DePT", "PromptSRC_DePT", "BMIP_DePT")
+    for p in (Path(__file__).resolve().parents[1] / "configs" / "trainers" / d).glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("config", NEW_CONFIGS)
+def test_every_new_config_merges(config: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    argv = ["--root", str(tmp_path), "--trainer", config.split("/")[2], "--output-dir", str(tmp_path),
+            "--dataset-config-file", str(root / "configs/datasets/digits.yaml"), "--config-file", str(root / config)]  # fmt: skip
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    assert cfg.OPTIM.MAX_EPOCH in (10, 20, 25, 50, 100) or "BMIP" in config
+    if "DePT" in config:
+        assert cfg.TRAINER.DEPT.WEIGHT == 0.7 and cfg.TRAINER.DEPT.LR_MULT == 6.5
+
+
+def test_dept_head_follows_the_released_cross_dataset_rule(tiny: torch.nn.Module) -> None:
+    model = _dept_model(tiny, BASE, dataset="ImageNetA")
+    assert (model.dept_columns < 0).all()  # a Digits head is not used on another dataset
+    model.dept_head.dataset = "ImageNet"
+    model.update_dept_columns()
+    assert model.dept_columns.tolist() == [0, 1, 2]  # an ImageNet head serves ImageNet-A, by class name
+    model.dept_head.dataset, model.dept_dataset, model.dept_cross_dataset = "Digits", "EuroSAT", True
+    model.update_dept_columns()
+    assert model.dept_columns.tolist() == [0, 1, 2]  # CROSS_DATASET_HEAD True: any dataset, by name
