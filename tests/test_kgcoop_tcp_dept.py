@@ -221,3 +221,17 @@ def test_dept_head_follows_the_released_cross_dataset_rule(tiny: torch.nn.Module
     model.dept_head.dataset, model.dept_dataset, model.dept_cross_dataset = "Digits", "EuroSAT", True
     model.update_dept_columns()
     assert model.dept_columns.tolist() == [0, 1, 2]  # CROSS_DATASET_HEAD True: any dataset, by name
+
+
+@pytest.mark.parametrize(
+    ("trainer", "config", "key", "value"),
+    [
+        ("KgCoOp", "KgCoOp/vit_b16_ep100_ctxv1.yaml", "TRAINER.KGCOOP.CLASS_TOKEN_POSITION", "side"),
+        ("MaPLe_DePT", "MaPLe_DePT/vit_b16_c2_ep10_batch4_2ctx.yaml", "TRAINER.DEPT.ALL_CLASSES_HEAD", "guess"),
+        ("MaPLe_DePT", "MaPLe_DePT/vit_b16_c2_ep10_batch4_2ctx.yaml", "TRAINER.DEPT.WEIGHT", "1.5"),
+    ],
+)
+def test_bad_method_keys_are_named(trainer: str, config: str, key: str, value: str, tmp_path: Path) -> None:
+    ref = Reference(None, f"configs/trainers/{config}", opts=(key, value))
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_fp64_trainer(trainer, ref, tmp_path / "data", tmp_path / "out")

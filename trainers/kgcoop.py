@@ -24,7 +24,7 @@ from engine.engine import TRAINER_REGISTRY
 from prompting.model import PromptedCLIP
 from prompting.teachers import template_features
 
-from .coop import ContextTrainer, CoOpCLIP, CoOpPromptLearner, check_class_token_position
+from .coop import CLASS_TOKEN_POSITIONS, ContextTrainer, CoOpCLIP, CoOpPromptLearner
 from .templates import KGCOOP_TEMPLATES, method_template
 
 __all__ = ["KG_COSINE_EPS", "HandcraftedFeatures", "KgCoOp", "KgCoOpCLIP", "KnowledgeGuidedTrainer", "kg_loss"]
@@ -105,7 +105,9 @@ class KgCoOp(KnowledgeGuidedTrainer):
 
     def check_cfg(self, cfg: Any) -> None:
         super().check_cfg(cfg)
-        check_class_token_position(cfg.TRAINER.KGCOOP.CLASS_TOKEN_POSITION)
+        position = cfg.TRAINER.KGCOOP.CLASS_TOKEN_POSITION
+        if position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(f"TRAINER.KGCOOP.CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {position!r}")
 
     def build_clip_model(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         c = self.method_cfg
