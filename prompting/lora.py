@@ -100,7 +100,7 @@ class LoRAPrompts(nn.Module):
                 f"the CLIP-LoRA class template must contain '{{}}' for the class name, got {template!r}"
             )
         scaling = lora_scaling(alpha, rank, rank_scaling)
-        self.template = template
+        self.class_template = template
         self.prompt_prefix, self.n_ctx, self.learns_text = "", 0, encoder in ("text", "both")
         self.projections = tuple(projections)
 

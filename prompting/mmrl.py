@@ -64,7 +64,7 @@ class MMRLRepresentations(nn.Module):
             raise ValueError(
                 f"TRAINER.MMRL needs N_REP_TOKENS >= 1 and REP_DIM >= 1, got {n_tokens}, {rep_dim}"
             )
-        self.template, self.prompt_prefix, self.n_ctx, self.learns_text = template, "", 0, True
+        self.class_template, self.prompt_prefix, self.n_ctx, self.learns_text = template, "", 0, True
         self.blocks = [layer - 1 for layer in layers]
         self.compound_rep_tokens = nn.Parameter(torch.empty(n_tokens, rep_dim).normal_(std=CONTEXT_STD))
         to_vision, to_text = (

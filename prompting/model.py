@@ -66,9 +66,8 @@ class PromptedCLIP(nn.Module):
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """(Re)build the class-dependent frozen buffers; they are never saved in checkpoints."""
         learner = self.prompt_learner
-        prompts = tokenize_class_prompts(
-            self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx, getattr(learner, "template", None)
-        )
+        template = getattr(learner, "class_template", "{}.")
+        prompts = tokenize_class_prompts(self.clip, list(classnames), learner.prompt_prefix, learner.n_ctx, template)
         self.classnames = list(classnames)
         self.register_buffer("token_ids", prompts.token_ids, persistent=False)
         self.register_buffer("token_prefix", prompts.prefix, persistent=False)

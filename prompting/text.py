@@ -73,11 +73,13 @@ class ClassPrompts:
 
 
 def tokenize_class_prompts(
-    clip_model: nn.Module, classnames: list[str], prompt_prefix: str, n_slots: int, template: str | None = None
+    clip_model: nn.Module, classnames: list[str], prompt_prefix: str, n_slots: int, template: str = "{}."
 ) -> ClassPrompts:
-    """Tokenise ``"<prompt_prefix> <name>."`` per class and split off SOS and the suffix after ``n_slots``.
+    """Tokenise ``"<prompt_prefix> <template with the name>"`` per class (``"<prefix> <name>."`` by
+    default; TCP's per-dataset templates otherwise) and split off SOS and the suffix after ``n_slots``.
 
-    A ``template`` (``"{}"`` = class name; CLIP-LoRA's per-dataset prompt) replaces the prefix form.
+    Learners without context (CLIP-LoRA, MMRL) pass their whole hand-written prompt as ``template``
+    with an empty prefix.
 
     Class names have ``_`` replaced by spaces (as every official repository does). The embeddings are
     computed once under ``no_grad`` in the token embedding's dtype.
@@ -86,10 +88,8 @@ def tokenize_class_prompts(
         raise ValueError("tokenize_class_prompts needs at least one class name")
     names = [name.replace("_", " ") for name in classnames]
     name_lens = [int(clip_pkg.tokenize([name]).argmax(dim=-1)) - 1 for name in names]
-    if template is not None:
-        prompts = [template.format(name) for name in names]
-    else:
-        prompts = [f"{prompt_prefix} {name}." if prompt_prefix else f"{name}." for name in names]
+    texts = [template.format(name) for name in names]
+    prompts = [f"{prompt_prefix} {text}" if prompt_prefix else text for text in texts]
     token_ids = clip_pkg.tokenize(prompts)
     eot = token_ids.argmax(dim=-1)
     too_short = (eot <= n_slots).nonzero().flatten().tolist()

@@ -134,6 +134,11 @@ class DeepPromptTrainer(TrainerX):
         print(f"Building {type(self).__name__} prompt learner")
         return PromptedCLIP(clip_model, self.build_prompt_learner(clip_model), classnames)
 
+    def param_groups(self) -> Any:
+        """The optimizer's parameter groups; None = the prompt learner's parameters at ``OPTIM.LR``
+        (DePT adds its head at a multiple of it)."""
+        return None
+
     def build_model(self) -> None:
         cfg = self.cfg
         prec = self.method_cfg.PREC
@@ -151,7 +156,7 @@ class DeepPromptTrainer(TrainerX):
         if cfg.MODEL.INIT_WEIGHTS:
             target = self.model.prompt_learner if self.INIT_WEIGHTS_INTO_LEARNER else self.model
             load_pretrained_weights(target, cfg.MODEL.INIT_WEIGHTS)
-        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
+        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM, self.param_groups())
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
         # fp16 autocast needs loss scaling (small gradients underflow in fp16); bf16 does not.

@@ -29,6 +29,9 @@ __all__ = [
     "add_clip_lora_cfg",
     "add_mmrl_cfg",
     "extend_trainer_cfg",
+    "add_kgcoop_cfg",
+    "add_tcp_cfg",
+    "add_dept_cfg",
 ]
 
 
@@ -225,6 +228,54 @@ def add_mmrl_cfg(cfg: CN) -> None:
     cfg.TRAINER.MMRL.TASK = "B2N"  # B2N | CD | FS (the release's top-level TASK; read by by_label_space)
 
 
+def add_kgcoop_cfg(cfg: CN) -> None:
+    """KgCoOp: ``TRAINER.KGCOOP`` (docs/METHODS.md, KgCoOp; the release reads these from TRAINER.COOP)."""
+    cfg.TRAINER.KGCOOP = CN()
+    cfg.TRAINER.KGCOOP.N_CTX = 4
+    cfg.TRAINER.KGCOOP.CSC = False
+    # The release's CTX_INIT is a flag: any true value means the hard-coded "a photo of a".
+    cfg.TRAINER.KGCOOP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.KGCOOP.PREC = "fp16"
+    cfg.TRAINER.KGCOOP.CLASS_TOKEN_POSITION = "end"
+    cfg.TRAINER.KGCOOP.W = 8.0  # weight of the knowledge-guided term (the release's scripts pass 8.0)
+    cfg.TRAINER.KGCOOP.TEMPLATE = ""  # hand-crafted template; "" = the per-dataset KGCOOP_TEMPLATES
+
+
+def add_tcp_cfg(cfg: CN) -> None:
+    """TCP: ``TRAINER.TCP`` (docs/METHODS.md, TCP)."""
+    cfg.TRAINER.TCP = CN()
+    cfg.TRAINER.TCP.N_CTX = 4  # context tokens = class-aware tokens per class
+    cfg.TRAINER.TCP.CTX_INIT = ""  # released: random N(0, 0.02^2) context
+    cfg.TRAINER.TCP.PREC = "fp16"
+    cfg.TRAINER.TCP.W = 8.0  # knowledge-guided weight (hard-coded 8.0 in the release; its COOP.W is unused)
+    cfg.TRAINER.TCP.CLASS_LAYER = 8  # text block the class-aware tokens enter before
+    cfg.TRAINER.TCP.MIX = 1.0  # class-aware share of the slot tokens there (hard-coded 1.0 in the release)
+    cfg.TRAINER.TCP.META_REDUCTION = 4  # meta-net hidden width = embed_dim // META_REDUCTION
+    cfg.TRAINER.TCP.ADAM_EPS = 1e-3  # the release's Dassl edit (Adam eps 1e-8 -> 1e-3)
+    cfg.TRAINER.TCP.TEMPLATE = ""  # class-knowledge template; "" = the per-dataset TCP_TEACHER_TEMPLATES
+    cfg.TRAINER.TCP.PROMPT_TEMPLATE = ""  # text after the context slots; "" = TCP_PROMPT_TEMPLATES
+
+
+def add_dept_cfg(cfg: CN) -> None:
+    """DePT's CAT head over any host trainer (``<Host>_DePT``): ``TRAINER.DEPT`` (docs/METHODS.md, DePT).
+
+    The release's names: LINEAR_PROBE.WEIGHT, OPTIM.LR_EXP, LINEAR_PROBE.TEST_TIME_FUSION, FILM.LINEAR_PROBE.
+    """
+    cfg.TRAINER.DEPT = CN()
+    cfg.TRAINER.DEPT.WEIGHT = 0.7  # lambda: loss (1 - w) CE_itm + w CE_cat; test (1 - w) s_itm + w s_cat
+    cfg.TRAINER.DEPT.LR_MULT = 6.5  # the head's learning rate = OPTIM.LR * LR_MULT
+    cfg.TRAINER.DEPT.TEST_TIME_FUSION = True  # False: the head's logits alone for the classes it knows
+    cfg.TRAINER.DEPT.FILM = True  # channel-wise scale/shift before the head's classifier
+    # How classes the head knows and classes it does not are scored together (all classes):
+    # per_class (honest: fused logits for the head's classes, the host's for the rest) | similarity (the
+    # host's logits for every class) | oracle (the release's base/new-aware choice: images of classes the
+    # head does not know get the host's logits; needs the test labels, so not an open-world result).
+    cfg.TRAINER.DEPT.ALL_CLASSES_HEAD = "per_class"
+    # False (released): the head is used on its own dataset and, trained on ImageNet, on its variants;
+    # True: on any dataset, for the classes whose names it knows.
+    cfg.TRAINER.DEPT.CROSS_DATASET_HEAD = False
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -238,6 +289,9 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_mma_cfg,
     add_clip_lora_cfg,
     add_mmrl_cfg,
+    add_kgcoop_cfg,
+    add_tcp_cfg,
+    add_dept_cfg,
 ]
 
 

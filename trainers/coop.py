@@ -15,8 +15,8 @@ training step and precision handling) come from :mod:`prompting` and :class:`tra
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -156,13 +156,16 @@ class CoOpCLIP(PromptedCLIP):
         index = self.token_order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1])
         return torch.gather(prompts, 1, index)
 
-    def encode_class_prompts(self, ctx: Tensor) -> Tensor:
-        """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), for context ``ctx``."""
+    def encode_class_prompts(self, ctx: Tensor, head: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """Normalised class features (C, embed_dim), fp32 (fp64 in an fp64 model), for context ``ctx``;
+        ``head`` maps the raw features first (a plan's ``text_head``)."""
         features = self.clip.encode_text_embeddings(self.class_prompts(ctx), self.eot_indices)
+        if head is not None:
+            features = head(features)
         return nn.functional.normalize(clip.at_least_fp32(features), dim=-1)
 
     def encode_text(self, plan: PromptPlan) -> Tensor:
-        return self.encode_class_prompts(plan.text_ctx)
+        return self.encode_class_prompts(plan.text_ctx, plan.text_head)
 
     def official_state_dict(self) -> OrderedDict:
         """What the official CoOp/CoCoOp save for their ``prompt_learner``: the learner's trainable tensors

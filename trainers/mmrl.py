@@ -97,7 +97,7 @@ class MMRL(DeepPromptTrainer):
         """Normalised frozen features (C, D) of the hand-written class prompts of the current label space."""
         classes = tuple(self.model.classnames)
         if self._teacher is None or self._teacher[0] != classes:
-            features = template_features(self.model.clip, [self.model.prompt_learner.template], classes)
+            features = template_features(self.model.clip, [self.model.prompt_learner.class_template], classes)
             self._teacher = (classes, F.normalize(features, dim=-1))
         return self._teacher[1]
 

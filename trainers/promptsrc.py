@@ -88,14 +88,20 @@ class PromptSRC(DeepPromptTrainer):
 
     def build_model(self) -> None:
         super().build_model()
+        weights = self.build_gpa()
         c = self.method_cfg
-        weights = gaussian_epoch_weights(c.GPA_MEAN, c.GPA_STD, self.cfg.OPTIM.MAX_EPOCH)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.model.gpa = GaussianPromptAggregator(trainable, weights)
         shown = ", ".join(f"{e + 1}: {w:.3f}" for e, w in enumerate(weights) if w >= 5e-4)
         print(f"GPA epoch weights (mean {c.GPA_MEAN}, std {c.GPA_STD}; >= 0.0005 shown): {shown}")
         self._teacher: Optional[tuple[tuple[str, ...], Tensor]] = None
         self.loss_terms: dict[str, float] = {}
+
+    def build_gpa(self) -> list[float]:
+        """The Gaussian aggregator over the model's current trainable tensors (again after DePT resizes its head)."""
+        c = self.method_cfg
+        weights = gaussian_epoch_weights(c.GPA_MEAN, c.GPA_STD, self.cfg.OPTIM.MAX_EPOCH)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.gpa = GaussianPromptAggregator(trainable, weights)
+        return weights
 
     def model_state_dict(self, name: str) -> OrderedDict:
         """Trainable tensors plus the GPA running sum, so a resumed run continues the same average."""

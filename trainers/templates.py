@@ -158,3 +158,58 @@ def promptsrc_templates() -> list[str]:
 def fill(template: str, classnames: list[str]) -> list[str]:
     """One prompt per class; underscores in class names become spaces, as in every official trainer."""
     return [template.format(name.replace("_", " ")) for name in classnames]
+
+
+# KgCoOp's hand-crafted template per dataset (its knowledge-guided target). It differs from CoOp's
+# CUSTOM_TEMPLATES for DescribableTextures ("a photo of a {}, a type of texture." instead of "{} texture.").
+KGCOOP_TEMPLATES: dict[str, str] = {
+    **CUSTOM_TEMPLATES,
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+}
+
+# TCP's hand-crafted template per dataset: the class knowledge its meta-net reads and its KG target.
+# Differs from KgCoOp's for FGVCAircraft and Food101.
+TCP_TEACHER_TEMPLATES: dict[str, str] = {
+    **KGCOOP_TEMPLATES,
+    "FGVCAircraft": "a photo of an aircraft {}.",
+    "Food101": "a photo of a {}, a type of food.",
+}
+
+# TCP's learnable class prompts: the text after the N_CTX context slots. The release writes them with
+# the four slots spelled out ("X X X X {}, a type of pet."; "a photo of a person doing {}." for UCF101
+# and "a photo of a {}." for the ImageNet family, whose first four words the context then replaces);
+# CLIP's tokenizer splits words independently, so the tokens after the slots are the same. StanfordCars
+# has no final period, as released.
+TCP_PROMPT_TEMPLATES: dict[str, str] = {
+    "OxfordPets": "{}, a type of pet.",
+    "OxfordFlowers": "{}, a type of flower.",
+    "FGVCAircraft": "{}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "{}.",
+    "StanfordCars": "{}, a type of car",
+    "Food101": "{}, a type of food.",
+    "SUN397": "{}.",
+    "Caltech101": "{}.",
+    "UCF101": "person doing {}.",
+    "ImageNet": "{}.",
+    "ImageNetSketch": "{}.",
+    "ImageNetV2": "{}.",
+    "ImageNetA": "{}.",
+    "ImageNetR": "{}.",
+    "Digits": "{}.",
+}
+
+
+def method_template(table: dict[str, str], table_name: str, dataset_name: str, override: str, key: str) -> str:
+    """``override`` if set (config key ``key``), else ``table[dataset_name]``; a clear error otherwise."""
+    if override:
+        if "{}" not in override:
+            raise ValueError(f"{key} must contain '{{}}' where the class name goes, got {override!r}")
+        return override
+    try:
+        return table[dataset_name]
+    except KeyError:
+        raise KeyError(
+            f"DATASET.NAME {dataset_name!r} has no template in trainers/templates.py {table_name} "
+            f"(known: {', '.join(sorted(table))}); set {key} to one containing '{{}}'"
+        ) from None

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# BMIP_DePT training on all classes of the source dataset (ImageNet): xd_train.sh <dataset> <seed> [KEY VALUE...]
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# BMIP's released recipes (model-best by val) plus DePT's head (new: no repository has BMIP+DePT).
+lib_setup BMIP_DePT BMIP_ctx2_dp9_lr2_cross_datasets 10
+xd_train "$@"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# CoOp_DePT training on all classes of the source dataset (ImageNet): xd_train.sh <dataset> <seed> [KEY VALUE...]
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# DePT's official CoOp recipe (10 epochs, batch 4, LR 0.0035, head x6.5); the same config on ImageNet for xd.
+lib_setup CoOp_DePT vit_b16_ep10_bs4_lr35 10
+xd_train "$@"

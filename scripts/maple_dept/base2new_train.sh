@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# MaPLe_DePT base-to-new training: base2new_train.sh <dataset> <seed> [KEY VALUE...]
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# DePT's official MaPLe recipe (10 epochs, batch 4, LR 0.0035); the same config for xd.
+lib_setup MaPLe_DePT vit_b16_c2_ep10_batch4_2ctx 10
+base2new_train "$@"
