@@ -40,9 +40,9 @@ def test_official_parameter_counts_vit_b16(vit_b16_meta):
     assert _count(MultiModalAdapters(vit_b16_meta, start=5, end=12, dim=32)) == 674_560
     # CLIP-LoRA, released: r 2 on q, k, v of all 12 blocks of both towers: 12 * 3 * 4 * (512 + 768).
     assert _count(LoRAPrompts(vit_b16_meta)) == 184_320
-    # MMA + BMIP: the adapters plus the released BMIP learner (1,192,478).
+    # MMA + BMIP: the adapters plus the released BMIP learner (1,203,230: per-block shared-prompt copies).
     bmip = BMIPPrompts(vit_b16_meta, resolve_bmip_options("released"))
-    assert _count(MultiModalAdapters(vit_b16_meta, prompts=bmip)) == 674_560 + 1_192_478
+    assert _count(MultiModalAdapters(vit_b16_meta, prompts=bmip)) == 674_560 + 1_203_230
 
 
 def _mma_model(grad_rescale: bool, scale: float) -> PromptedCLIP:

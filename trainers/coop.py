@@ -171,8 +171,10 @@ class CoOpCLIP(PromptedCLIP):
         """What the official CoOp/CoCoOp save for their ``prompt_learner``: the learner's trainable tensors
         under their own names (``ctx``, ``meta_net.*``) plus the class buffers ``token_prefix``/``token_suffix``,
         so the official ``load_model`` (which drops the buffers) and Dassl's strict resume both read it."""
-        skip = len("prompt_learner.")
-        state = OrderedDict((k[skip:], v) for k, v in self.trainable_state_dict().items())
+        prefix = "prompt_learner."
+        state = OrderedDict(
+            (k[len(prefix) :] if k.startswith(prefix) else k, v) for k, v in self.trainable_state_dict().items()
+        )  # tensors outside the learner (DePT's head) keep their names
         state["token_prefix"] = self.token_prefix
         state["token_suffix"] = self.token_suffix
         return state
@@ -181,8 +183,9 @@ class CoOpCLIP(PromptedCLIP):
         """Read the official layout (:meth:`official_state_dict`) as ours: the class buffers are dropped
         (rebuilt for the current label space, as the official ``load_model`` does) and the learner's keys
         get their ``prompt_learner.`` prefix; keys already in our layout pass unchanged."""
+        own = set(self.state_dict())
         return {
-            (k if k.startswith("prompt_learner.") else "prompt_learner." + k): v
+            (k if k.startswith("prompt_learner.") or k in own else "prompt_learner." + k): v
             for k, v in state_dict.items()
             if k not in OFFICIAL_CLASS_BUFFERS
         }

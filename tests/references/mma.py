@@ -123,7 +123,11 @@ def mma_bmip(case: Case) -> Expected:
         "this reference covers the released sharing"
     )
     texts = [p[f"{pre}.compound_prompts_text.{k}"] for k in range(n_vision)]
-    own_v = p[f"{pre}.ctx_v"]
+
+    def own_v(k: int) -> Tensor:  # the release's per-block copies (or aliases) of the shared ctx_v, if any
+        per_block = f"{pre}.compound_prompts_visual.{k}"
+        return p[per_block] if per_block in p else p[f"{pre}.ctx_v"]
+
     x, eot = cm.prompted_classes(w, b.CTX_INIT, case.classnames, p[f"{pre}.ctx_t"])
 
     def gate(tower: str, k: int) -> tuple[Tensor, Tensor]:
@@ -132,14 +136,14 @@ def mma_bmip(case: Case) -> Expected:
     def text_hook(i: int, t: Tensor) -> Tensor:
         if not 1 <= i <= n_text:
             return t
-        foreign = _linear(p, f"{pre}.single_layer_v", own_v)
+        foreign = _linear(p, f"{pre}.single_layer_v", own_v(i - 1))
         return _gated(w, "transformer", i, t, texts[i - 1], foreign, gate("t", i - 1), mode, eot)
 
     def vision_hook(i: int, v: Tensor) -> Tensor:
         if not 1 <= i <= n_vision:
             return v
         foreign = _linear(p, f"{pre}.single_layer_t", texts[i - 1])
-        return _gated(w, "visual.transformer", i, v, own_v, foreign, gate("v", i - 1), mode, eot)
+        return _gated(w, "visual.transformer", i, v, own_v(i - 1), foreign, gate("v", i - 1), mode, eot)
 
     text_res, vision_res = adapters(case, "prompt_learner")
     first = _linear(p, f"{pre}.proj_t", p[f"{pre}.ctx_t"])
