@@ -54,7 +54,7 @@ def _schedule(sched: Any) -> dict[str, Any]:
         return {}
     state = sched.state_dict()
     found = {k: state[k] for k in _SCHEDULE_KEYS if k in state}
-    successor = state.get("successor")
+    successor = state.get("successor_state", state.get("successor"))  # older engine files: "successor"
     if isinstance(successor, dict):
         found.update({f"successor.{k}": successor[k] for k in _SCHEDULE_KEYS if k in successor})
     return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in found.items()}
