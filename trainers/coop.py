@@ -185,10 +185,10 @@ class CoOpCLIP(PromptedCLIP):
         get their ``prompt_learner.`` prefix; keys already in our layout pass unchanged."""
         own = set(self.state_dict())
         return {
-            (k if k.startswith("prompt_learner.") or k in own else "prompt_learner." + k): v
+            ("prompt_learner." + k if "prompt_learner." + k in own else k): v
             for k, v in state_dict.items()
             if k not in OFFICIAL_CLASS_BUFFERS
-        }
+        }  # a key outside the learner (DePT's head and its extra state) keeps its name
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # noqa: ANN201
         """As :class:`PromptedCLIP`, for our layout or the official one, with a clear error when a CSC
@@ -230,7 +230,9 @@ class ContextTrainer(DeepPromptTrainer):
         raise NotImplementedError
 
     def model_state_dict(self, name: str) -> OrderedDict:
-        return self._models[name].official_state_dict()
+        """The official layout for the CoOp/CoCoOp models; ours for a subclass's model without one (TCP)."""
+        official = getattr(self._models[name], "official_state_dict", None)
+        return official() if official is not None else super().model_state_dict(name)
 
     def build_custom_clip(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         check_input_size(self.cfg, clip_model)
