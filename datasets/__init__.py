@@ -16,5 +16,6 @@ from . import (  # noqa: F401
     oxford_pets,
     stanford_cars,
     sun397,
+    toy_shapes,
     ucf101,
 )
