@@ -180,7 +180,11 @@ def pretrain(seed: int, steps: int, batch_size: int, lr: float, log_every: int =
     torch.manual_seed(seed)
     model = new_toy_clip(seed).train()
     batches = Batches(seed, batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-6)
+    # conv1 sees images upscaled 7x: each of its weights acts on 1/49 of a source pixel, so Adam's per-weight
+    # step would move the effective pixel weights 49x faster than the rest; its learning rate is divided.
+    conv = model.visual.conv1.weight
+    groups = [{"params": [conv], "lr": lr / 49}, {"params": [p for p in model.parameters() if p is not conv]}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
