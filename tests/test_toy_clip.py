@@ -100,3 +100,13 @@ def test_toy_shapes_label_spaces_few_shot_and_shifted_test_set(tmp_path: Path) -
     assert shifted.dataset.classnames == list(toy_shapes.CLASSNAMES)
     assert len(shifted.dataset.test) == 30 * 36
     assert not set(os.listdir(tmp_path / "toy_shapes")) - {"images", "split_ToyShapes.json", "split_fewshot"}
+
+
+def test_mini_table_rows_include_bmip_paper_preset(tmp_path: Path) -> None:
+    """The mini Table 1 of docs/TOY_CLIP.md plans BMIP's two presets as two rows with two configs."""
+    from tools import plan
+
+    jobs = plan.open_world_jobs(["BMIP", "BMIP-paper"], ["toy_shapes"], [1], tmp_path)
+    logs = {job.steps[0].method: str(job.steps[0].log) for job in jobs}
+    assert "/BMIP_ctx2_dp9_lr2/" in logs["BMIP"] and "/BMIP_ctx2_dp9_lr2_paper/" in logs["BMIP-paper"]
+    assert "train_base/toy_shapes/" in logs["BMIP"]
