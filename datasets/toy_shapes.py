@@ -1,9 +1,9 @@
 """ToyShapes: rendered coloured shapes, the benchmark of the toy CLIP (``toy:clip``, docs/TOY_CLIP.md).
 
 Each class is a colour-shape composition ("red circle", 6 colours x 6 shapes = 36 classes). Images are
-32x32 renderings with a random size, a small offset and rotation, colour jitter and a background (plain, noisy,
-striped, checkered); ``tools/pretrain_toy_clip.py`` pretrains the toy CLIP on the same renderer with
-captions. Labels put the compositions whose colour and shape indices have an even sum first, so the
+32x32 renderings with a random size, position and rotation, colour jitter and a background (plain, noisy,
+striped, checkered); ``tools/pretrain_toy_clip.py`` pretrains the toy CLIP on the same renderer (with
+``centred=True``: larger shapes near the centre) and captions. Labels put the compositions whose colour and shape indices have an even sum first, so the
 base half and the new half both contain every colour and every shape, in compositions the other half
 never shows (Dassl's base = the first half of the labels).
 
@@ -100,9 +100,15 @@ def _background(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def render(
-    colour: str, shape: str, rng: np.random.Generator, background: str | None = None, shifted: bool = False
+    colour: str,
+    shape: str,
+    rng: np.random.Generator,
+    background: str | None = None,
+    shifted: bool = False,
+    centred: bool = True,
 ) -> np.ndarray:
-    """One uint8 (32, 32, 3) image of a ``colour`` ``shape``; ``shifted`` = the domain-shifted rendering."""
+    """One uint8 (32, 32, 3) image of a ``colour`` ``shape``; ``shifted`` = the domain-shifted rendering,
+    ``centred`` = pretraining's framing (the datasets use ``False``: free positions and sizes)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     s = IMAGE_SIZE * _SUPERSAMPLE
@@ -110,10 +116,14 @@ def render(
         canvas = rng.uniform(15, 60) + rng.normal(0, 18, size=(s, s, 1)) + np.zeros((s, s, 3))
     else:
         canvas = _background(background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], rng, s)
-    # Near the centre, large, barely rotated (the easiest shapes for a ViT trained for minutes).
-    r = rng.uniform(0.34, 0.44) * s
-    cx, cy = s / 2 + rng.uniform(-0.06, 0.06) * s, s / 2 + rng.uniform(-0.06, 0.06) * s
-    angle = rng.uniform(-0.15, 0.15)
+    if centred:  # large, near the centre, barely rotated: what a ViT pretrained for minutes learns
+        r = rng.uniform(0.34, 0.44) * s
+        cx, cy = s / 2 + rng.uniform(-0.06, 0.06) * s, s / 2 + rng.uniform(-0.06, 0.06) * s
+        angle = rng.uniform(-0.15, 0.15)
+    else:  # anywhere, smaller, more rotated: the benchmark's harder images
+        r = rng.uniform(0.24, 0.40) * s
+        cx, cy = rng.uniform(r, s - r), rng.uniform(r, s - r)
+        angle = rng.uniform(-0.3, 0.3)
     rgb = np.clip(np.array(COLOURS[colour]) + rng.uniform(-20, 20, size=3), 0, 255)
     mask_img = Image.new("L", (s, s), 0)
     draw = ImageDraw.Draw(mask_img)
@@ -158,7 +168,7 @@ def write_images(image_dir: str, per_class: int, seed: int, shifted: bool) -> No
             name = _folder(f"{colour} {shape}")
             os.mkdir(os.path.join(tmp_dir, name))
             for i in range(per_class):
-                pixels = render(colour, shape, rng, shifted=shifted)
+                pixels = render(colour, shape, rng, shifted=shifted, centred=False)
                 Image.fromarray(pixels).save(os.path.join(tmp_dir, name, f"{name}_{i:03d}.png"))
         print(f"Writing {per_class * len(CLASSNAMES)} ToyShapes images to {image_dir}")
         os.rename(tmp_dir, image_dir)

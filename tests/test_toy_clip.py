@@ -50,11 +50,12 @@ def test_pretraining_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 def test_shipped_toy_clip_zero_shot_is_above_chance_also_on_unseen_compositions() -> None:
     results = pretrain_toy_clip.evaluate(load_toy_clip(TOY_MODELS["clip"]), per_class=6)
     chance = 100 / len(toy_shapes.CLASSNAMES)
-    # Measured with per_class=20 (docs/TOY_CLIP.md): seen 21.3%, held-out 28.3%, shifted 18.1% (chance 2.8%),
-    # Digits 33.5% (chance 10%). The colours are learned, the shapes hardly yet.
-    assert results["toyshapes_seen"] > 4 * chance, results
+    # Measured with per_class=20 (docs/TOY_CLIP.md): seen 85.0%, held-out 24.2%, shifted 64.4% (chance 2.8%),
+    # Digits 43.3% (chance 10%).
+    assert results["toyshapes_seen"] > 20 * chance, results
+    assert results["toyshapes_shifted"] > 10 * chance, results
     assert results["toyshapes_held_out"] > 4 * chance, results  # compositions never rendered in pretraining
-    assert results["digits_val_test"] > 2 * 10, results
+    assert results["digits_val_test"] > 3 * 10, results
 
 
 def test_rendering_is_deterministic_and_labels_split_every_colour_and_shape() -> None:
