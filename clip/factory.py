@@ -11,6 +11,7 @@ import torch
 
 from .model import CLIP, VisionTransformer, convert_weights
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
+from .toy import TOY_PREFIX, build_toy_clip
 from .transform import image_transform
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def _checkpoint_path(name_or_path: str, download_root: Optional[str]) -> str:
         return name_or_path
     raise ValueError(
         f"CLIP backbone {name_or_path!r} is neither a released model {list(_MODELS)}, an existing "
-        f"checkpoint file, nor '{RANDOM_PREFIX}<arch>' with arch in {sorted(ARCHS)}"
+        f"checkpoint file, nor '{RANDOM_PREFIX}<arch>' with arch in {sorted(ARCHS)}, nor '{TOY_PREFIX}clip'"
     )
 
 
@@ -150,8 +151,11 @@ def build_clip(backbone: str, *, download_root: Optional[str] = None, seed: int 
     """The fp32 CLIP in eval mode named by ``backbone`` (``requires_grad`` left as constructed).
 
     ``backbone``: an OpenAI name (``ViT-B/16``, ``RN50``, ...), a checkpoint path (TorchScript archive or
-    state dict), or ``random:<arch>`` / ``random:tiny`` for seeded random weights of that shape.
+    state dict), ``random:<arch>`` / ``random:tiny`` for seeded random weights of that shape, or
+    ``toy:clip`` for the small CLIP this project pretrains and ships (clip/toy.py).
     """
+    if backbone.startswith(TOY_PREFIX):
+        return build_toy_clip(backbone[len(TOY_PREFIX):])
     if backbone.startswith(RANDOM_PREFIX):
         return _build_random(backbone[len(RANDOM_PREFIX):], seed)
     path = _checkpoint_path(backbone, download_root)

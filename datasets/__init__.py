@@ -23,5 +23,6 @@ with DATASET_REGISTRY.builtins():
         oxford_pets,
         stanford_cars,
         sun397,
+        toy_shapes,
         ucf101,
     )

@@ -102,3 +102,18 @@ def write_digit_images(image_dir: str) -> None:
     finally:
         if os.path.isdir(tmp_dir):
             shutil.rmtree(tmp_dir)
+
+
+def train_indices(targets: Any) -> list[int]:
+    """Indices into ``load_digits()`` of the images :meth:`Digits.create_split` puts in train.
+
+    The same rule on the same order (a class's files sort by their global index), so that the toy CLIP's
+    pretraining (tools/pretrain_toy_clip.py) sees no Digits val or test image.
+    """
+    rng = random.Random(SPLIT_SEED)
+    chosen = []
+    for label in range(len(CLASSNAMES)):
+        indices = [i for i, t in enumerate(targets) if int(t) == label]
+        rng.shuffle(indices)
+        chosen.extend(indices[: round(len(indices) * 0.5)])
+    return sorted(chosen)

@@ -51,6 +51,8 @@ DESCRIPTION_KEYS: dict[str, str] = {
     "SUN397": "sun397",
     "UCF101": "ucf101",
     "Digits": "digits",
+    "ToyShapes": "toy_shapes",
+    "ToyShapesShifted": "toy_shapes",
 }
 DESCRIPTION_SUFFIX = "_prompt.json"
 _ENCODE_CHUNK = 256

@@ -112,6 +112,8 @@ METHODS: dict[str, Method] = {
         Method("MaPLe", "maple"),
         Method("MaPLe†", "maple", cfg="vit_b16_c2_ep5_batch4_2ctx_dagger"),
         Method("BMIP", "bmip"),
+        # BMIP as the paper describes it (PRESET paper, docs/BMIP.md); the paper's tables used "released".
+        Method("BMIP-paper", "bmip", cfg="BMIP_ctx2_dp9_lr2_paper"),
         # BMIP is MaPLe plus the bi-directional interaction: Table 4's "MaPLe +BMIP" is the same model.
         Method("MaPLe+BMIP", "bmip"),
         Method("Addition", "bmip", cfg="BMIP_ablation_add"),

@@ -29,6 +29,9 @@ CUSTOM_TEMPLATES: dict[str, str] = {
     "ImageNetR": "a photo of a {}.",
     # The embedded test dataset (not in CoOp): digit images whose class names are the digits' names.
     "Digits": "a photo of the digit {}.",
+    # The toy CLIP's benchmark (docs/TOY_CLIP.md): rendered colour-shape compositions.
+    "ToyShapes": "a photo of a {}.",
+    "ToyShapesShifted": "a photo of a {}.",
 }
 
 IMAGENET_TEMPLATES: tuple[str, ...] = (
