@@ -143,7 +143,7 @@ def _checkpoint_path(name_or_path: str, download_root: Optional[str]) -> str:
         return name_or_path
     raise ValueError(
         f"CLIP backbone {name_or_path!r} is neither a released model {list(_MODELS)}, an existing "
-        f"checkpoint file, nor '{RANDOM_PREFIX}<arch>' with arch in {sorted(ARCHS)}, nor '{TOY_PREFIX}clip'"
+        f"checkpoint file, '{RANDOM_PREFIX}<arch>' with arch in {sorted(ARCHS)}, nor '{TOY_PREFIX}clip'"
     )
 
 
