@@ -17,8 +17,11 @@ import math
 import os
 import pickle
 import random
+import shutil
+import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,7 @@ __all__ = [
     "ForeignPickleError",
     "LayoutChecks",
     "dataset_root",
+    "folder_written_atomically",
     "load_datum_pickle",
     "load_or_create_fewshot",
     "read_and_split_data",
@@ -479,3 +483,25 @@ class BenchmarkDataset(LayoutChecks, DatasetBase):
     def no_split_hint(self) -> str:
         """Explains, in a missing-raw-file error, that the split file was looked for first."""
         return f"(The split file {self.split_path} is absent too, so the split had to be generated.)"
+
+
+@contextmanager
+def folder_written_atomically(path: str) -> Iterator[str]:
+    """A temporary sibling of ``path`` to fill; it becomes ``path`` when the block ends without error.
+
+    Generated datasets (Digits, ToyShapes) write their images this way, so an interrupted run leaves
+    nothing half-written and concurrent runs cannot mix their files: when another run created ``path``
+    first, its folder is kept and the error of this one is dropped.
+    """
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=".images-", dir=parent)
+    try:
+        yield tmp_dir
+        os.rename(tmp_dir, path)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+    finally:
+        if os.path.isdir(tmp_dir):
+            shutil.rmtree(tmp_dir)

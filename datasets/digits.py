@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
 from typing import Any
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, ExpectedSizes
+from .common import BenchmarkDataset, ExpectedSizes, folder_written_atomically
 
 CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 32
@@ -82,11 +80,8 @@ def write_digit_images(image_dir: str) -> None:
             "The Digits dataset is built from scikit-learn's load_digits: pip install scikit-learn"
         ) from e
 
-    parent = os.path.dirname(image_dir)
-    os.makedirs(parent, exist_ok=True)
     digits = load_digits()
-    tmp_dir = tempfile.mkdtemp(prefix=".images-", dir=parent)
-    try:
+    with folder_written_atomically(image_dir) as tmp_dir:
         for name in CLASSNAMES:
             os.mkdir(os.path.join(tmp_dir, name))
         for i, (pixels, target) in enumerate(zip(digits.images, digits.target)):
@@ -95,13 +90,6 @@ def write_digit_images(image_dir: str) -> None:
             name = CLASSNAMES[int(target)]
             image.save(os.path.join(tmp_dir, name, f"{name}_{i:04d}.png"))
         print(f"Writing {len(digits.images)} digit images to {image_dir}")
-        os.rename(tmp_dir, image_dir)
-    except OSError:
-        if not os.path.isdir(image_dir):
-            raise
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir)
 
 
 def train_indices(targets: Any) -> list[int]:

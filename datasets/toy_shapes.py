@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from engine.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 
-from .common import BenchmarkDataset, ExpectedSizes, LayoutChecks
+from .common import BenchmarkDataset, ExpectedSizes, LayoutChecks, folder_written_atomically
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -159,11 +157,8 @@ def write_images(image_dir: str, per_class: int, seed: int, shifted: bool) -> No
     """
     from PIL import Image
 
-    parent = os.path.dirname(image_dir)
-    os.makedirs(parent, exist_ok=True)
     rng = np.random.default_rng(seed)
-    tmp_dir = tempfile.mkdtemp(prefix=".images-", dir=parent)
-    try:
+    with folder_written_atomically(image_dir) as tmp_dir:
         for colour, shape in compositions():
             name = _folder(f"{colour} {shape}")
             os.mkdir(os.path.join(tmp_dir, name))
@@ -171,13 +166,6 @@ def write_images(image_dir: str, per_class: int, seed: int, shifted: bool) -> No
                 pixels = render(colour, shape, rng, shifted=shifted, centred=False)
                 Image.fromarray(pixels).save(os.path.join(tmp_dir, name, f"{name}_{i:03d}.png"))
         print(f"Writing {per_class * len(CLASSNAMES)} ToyShapes images to {image_dir}")
-        os.rename(tmp_dir, image_dir)
-    except OSError:
-        if not os.path.isdir(image_dir):
-            raise
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir)
 
 
 def _root(cfg: Any) -> str:
