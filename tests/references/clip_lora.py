@@ -22,15 +22,11 @@ from . import clip_math as cm
 TEMPLATE = "a photo of the digit {}."  # trainers/templates.py's Digits entry, restated
 
 
-def _ln(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps=1e-5)
-
-
 def lora_block(case: Case, tower: str, i: int, x: Tensor, causal: bool, tower_params: str) -> Tensor:
     """One residual block with the LoRA updates of ``prompt_learner.<tower_params>.<i>.*`` on q, k, v."""
     c, w, p = case.cfg.TRAINER.CLIP_LORA, case.clip, case.params
     name = f"{tower}.resblocks.{i}"
-    h = _ln(w, f"{name}.ln_1", x)
+    h = cm.layer_norm(w, f"{name}.ln_1", x)
     q, k, v = (h @ w[f"{name}.attn.in_proj_weight"].t() + w[f"{name}.attn.in_proj_bias"]).chunk(3, dim=-1)
     scaling = c.ALPHA / math.sqrt(c.R) if c.RANK_SCALING == "sqrt_rank" else c.ALPHA / c.R
     adapted = {"q": q, "k": k, "v": v}
@@ -50,7 +46,7 @@ def lora_block(case: Case, tower: str, i: int, x: Tensor, causal: bool, tower_pa
         scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
     attended = (scores.softmax(dim=-1) @ split(adapted["v"])).transpose(1, 2).reshape(n, length, d)
     x = x + attended @ w[f"{name}.attn.out_proj.weight"].t() + w[f"{name}.attn.out_proj.bias"]
-    m = _ln(w, f"{name}.ln_2", x) @ w[f"{name}.mlp.c_fc.weight"].t() + w[f"{name}.mlp.c_fc.bias"]
+    m = cm.layer_norm(w, f"{name}.ln_2", x) @ w[f"{name}.mlp.c_fc.weight"].t() + w[f"{name}.mlp.c_fc.bias"]
     m = m * torch.sigmoid(1.702 * m)
     return x + m @ w[f"{name}.mlp.c_proj.weight"].t() + w[f"{name}.mlp.c_proj.bias"]
 
@@ -62,15 +58,15 @@ def clip_lora(case: Case) -> Expected:
     x = (x + w["positional_embedding"])[:, : int(eot.max()) + 1]
     for i in range(cm.n_blocks(w, "transformer")):
         x = lora_block(case, "transformer", i, x, True, "text_lora")
-    text = _ln(w, "ln_final", x)[torch.arange(x.shape[0]), eot] @ w["text_projection"]
+    text = cm.layer_norm(w, "ln_final", x)[torch.arange(x.shape[0]), eot] @ w["text_projection"]
 
     weight = w["visual.conv1.weight"]
     patches = F.conv2d(case.images, weight, stride=weight.shape[-1]).flatten(2).transpose(1, 2)
     cls = w["visual.class_embedding"].expand(case.images.shape[0], 1, -1)
-    v = _ln(w, "visual.ln_pre", torch.cat([cls, patches], dim=1) + w["visual.positional_embedding"])
+    v = cm.layer_norm(w, "visual.ln_pre", torch.cat([cls, patches], dim=1) + w["visual.positional_embedding"])
     for i in range(cm.n_blocks(w, "visual.transformer")):
         v = lora_block(case, "visual.transformer", i, v, False, "vision_lora")
-    image = _ln(w, "visual.ln_post", v[:, 0]) @ w["visual.proj"]
+    image = cm.layer_norm(w, "visual.ln_post", v[:, 0]) @ w["visual.proj"]
 
     logits = (
         case.cfg.TRAINER.CLIP_LORA.LOGIT_SCALE * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()

@@ -36,10 +36,13 @@ __all__ = [
 ]
 
 BeforeBlock = Optional[Callable[[int, Tensor], Tensor]]
+# ``after(i, block input)``: a tensor added to block i's output, or None (MMA's adapters).
+AfterBlock = Optional[Callable[[int, Tensor], Optional[Tensor]]]
 SOS, EOT = 49406, 49407
 
 
-def _ln(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
+def layer_norm(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
+    """CLIP's LayerNorm ``name`` (eps 1e-5) applied to ``x``."""
     return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps=1e-5)
 
 
@@ -51,7 +54,7 @@ def n_blocks(w: dict[str, Tensor], tower: str) -> int:
 
 def attention_probs(w: dict[str, Tensor], name: str, x: Tensor, causal: bool) -> Tensor:
     """Per-head softmax attention (N, heads, L, L) block ``name`` computes on its input ``x``."""
-    h = _ln(w, f"{name}.ln_1", x)
+    h = layer_norm(w, f"{name}.ln_1", x)
     q, k, _ = (h @ w[f"{name}.attn.in_proj_weight"].t() + w[f"{name}.attn.in_proj_bias"]).chunk(3, dim=-1)
     n, length, d = q.shape
     heads = d // 64
@@ -67,23 +70,28 @@ def attention_probs(w: dict[str, Tensor], name: str, x: Tensor, causal: bool) ->
 def block(w: dict[str, Tensor], name: str, x: Tensor, causal: bool) -> Tensor:
     """One pre-LN residual block: x + Attn(LN1 x); x + MLP(LN2 x) with QuickGELU."""
     probs = attention_probs(w, name, x, causal)
-    h = _ln(w, f"{name}.ln_1", x)
+    h = layer_norm(w, f"{name}.ln_1", x)
     _, _, v = (h @ w[f"{name}.attn.in_proj_weight"].t() + w[f"{name}.attn.in_proj_bias"]).chunk(3, dim=-1)
     n, length, d = v.shape
     heads = probs.shape[1]
     v = v.reshape(n, length, heads, d // heads).transpose(1, 2)
     attended = (probs @ v).transpose(1, 2).reshape(n, length, d)
     x = x + attended @ w[f"{name}.attn.out_proj.weight"].t() + w[f"{name}.attn.out_proj.bias"]
-    h = _ln(w, f"{name}.ln_2", x) @ w[f"{name}.mlp.c_fc.weight"].t() + w[f"{name}.mlp.c_fc.bias"]
+    h = layer_norm(w, f"{name}.ln_2", x) @ w[f"{name}.mlp.c_fc.weight"].t() + w[f"{name}.mlp.c_fc.bias"]
     h = h * torch.sigmoid(1.702 * h)
     return x + h @ w[f"{name}.mlp.c_proj.weight"].t() + w[f"{name}.mlp.c_proj.bias"]
 
 
-def _run(w: dict[str, Tensor], tower: str, x: Tensor, causal: bool, before_block: BeforeBlock) -> Tensor:
+def _run(
+    w: dict[str, Tensor], tower: str, x: Tensor, causal: bool, before_block: BeforeBlock, after_block: AfterBlock = None
+) -> Tensor:
     for i in range(n_blocks(w, tower)):
         if before_block is not None:
             x = before_block(i, x)
+        extra = after_block(i, x) if after_block is not None else None
         x = block(w, f"{tower}.resblocks.{i}", x, causal)
+        if extra is not None:
+            x = x + extra
     return x
 
 
@@ -98,10 +106,12 @@ def class_prompt_embeddings(w: dict[str, Tensor], texts: Sequence[str]) -> tuple
     return token_embeddings(w, ids), (ids == EOT).nonzero()[:, 1]
 
 
-def text_features(w: dict[str, Tensor], x: Tensor, eot: Tensor, before_block: BeforeBlock = None) -> Tensor:
+def text_features(
+    w: dict[str, Tensor], x: Tensor, eot: Tensor, before_block: BeforeBlock = None, after_block: AfterBlock = None
+) -> Tensor:
     """Raw text features (N, embed_dim) of embedded sequences ``x`` (N, 77, width), EOT rows ``eot``."""
     x = x + w["positional_embedding"][: x.shape[1]]
-    x = _ln(w, "ln_final", _run(w, "transformer", x, True, before_block))
+    x = layer_norm(w, "ln_final", _run(w, "transformer", x, True, before_block, after_block))
     return x[torch.arange(x.shape[0]), eot] @ w["text_projection"]
 
 
@@ -115,7 +125,11 @@ def encode_texts(w: dict[str, Tensor], texts: Sequence[str]) -> Tensor:
 
 
 def image_features(
-    w: dict[str, Tensor], images: Tensor, prompts: Optional[Tensor] = None, before_block: BeforeBlock = None
+    w: dict[str, Tensor],
+    images: Tensor,
+    prompts: Optional[Tensor] = None,
+    before_block: BeforeBlock = None,
+    after_block: AfterBlock = None,
 ) -> Tensor:
     """Raw ViT features (N, embed_dim); ``prompts`` (m, width) are appended after the patch tokens."""
     weight = w["visual.conv1.weight"]
@@ -124,8 +138,8 @@ def image_features(
     x = torch.cat([cls, patches], dim=1) + w["visual.positional_embedding"]
     if prompts is not None:
         x = torch.cat([x, prompts.expand(images.shape[0], -1, -1)], dim=1)
-    x = _run(w, "visual.transformer", _ln(w, "visual.ln_pre", x), False, before_block)
-    return _ln(w, "visual.ln_post", x[:, 0]) @ w["visual.proj"]
+    x = _run(w, "visual.transformer", layer_norm(w, "visual.ln_pre", x), False, before_block, after_block)
+    return layer_norm(w, "visual.ln_post", x[:, 0]) @ w["visual.proj"]
 
 
 def logits(w: dict[str, Tensor], image: Tensor, text: Tensor) -> Tensor:

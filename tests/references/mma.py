@@ -14,10 +14,8 @@ reading the block input after BMIP wrote its slots.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -25,46 +23,7 @@ from . import Case, Expected, Reference
 from . import clip_math as cm
 from .bmip import _gated, _linear, mode_of
 
-Residual = Callable[[int, Tensor], Optional[Tensor]]
-
-
-def _ln(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps=1e-5)
-
-
-def run_tower(
-    w: dict[str, Tensor], tower: str, x: Tensor, causal: bool, before: cm.BeforeBlock, residual: Residual
-) -> Tensor:
-    """The blocks of ``tower``; ``residual(i, block input)`` (or None) is added after block ``i``."""
-    for i in range(cm.n_blocks(w, tower)):
-        if before is not None:
-            x = before(i, x)
-        extra = residual(i, x)
-        x = cm.block(w, f"{tower}.resblocks.{i}", x, causal)
-        if extra is not None:
-            x = x + extra
-    return x
-
-
-def text_features(
-    w: dict[str, Tensor], x: Tensor, eot: Tensor, before: cm.BeforeBlock, residual: Residual
-) -> Tensor:
-    x = x + w["positional_embedding"][: x.shape[1]]
-    x = _ln(w, "ln_final", run_tower(w, "transformer", x, True, before, residual))
-    return x[torch.arange(x.shape[0]), eot] @ w["text_projection"]
-
-
-def image_features(
-    w: dict[str, Tensor], images: Tensor, first: Optional[Tensor], before: cm.BeforeBlock, residual: Residual
-) -> Tensor:
-    weight = w["visual.conv1.weight"]
-    patches = F.conv2d(images, weight, stride=weight.shape[-1]).flatten(2).transpose(1, 2)
-    cls = w["visual.class_embedding"].expand(images.shape[0], 1, -1)
-    x = torch.cat([cls, patches], dim=1) + w["visual.positional_embedding"]
-    if first is not None:
-        x = torch.cat([x, first.expand(images.shape[0], -1, -1)], dim=1)
-    x = run_tower(w, "visual.transformer", _ln(w, "visual.ln_pre", x), False, before, residual)
-    return _ln(w, "visual.ln_post", x[:, 0]) @ w["visual.proj"]
+Residual = cm.AfterBlock
 
 
 def adapters(case: Case, prefix: str) -> tuple[Residual, Residual]:
@@ -81,7 +40,7 @@ def adapters(case: Case, prefix: str) -> tuple[Residual, Residual]:
             layer = i + 1
             if not c.ADAPTER_START <= layer <= c.ADAPTER_END:
                 return None
-            h = _ln(w, f"{tower}.resblocks.{i}.ln_1", x)
+            h = cm.layer_norm(w, f"{tower}.resblocks.{i}.ln_1", x)
             h = F.relu(
                 h @ param(f"{tower_params}.{layer}.down.0.weight").t()
                 + param(f"{tower_params}.{layer}.down.0.bias")
@@ -107,8 +66,8 @@ def mma(case: Case) -> Expected:
     ]
     x, eot = cm.class_prompt_embeddings(w, texts)
     text_res, vision_res = adapters(case, "prompt_learner")
-    text = text_features(w, x, eot, None, text_res)
-    image = image_features(w, case.images, None, None, vision_res)
+    text = cm.text_features(w, x, eot, None, text_res)
+    image = cm.image_features(w, case.images, None, None, vision_res)
     logits = cm.logits(w, image, text)
     return Expected(logits, F.cross_entropy(logits, case.labels))
 
@@ -147,8 +106,8 @@ def mma_bmip(case: Case) -> Expected:
 
     text_res, vision_res = adapters(case, "prompt_learner")
     first = _linear(p, f"{pre}.proj_t", p[f"{pre}.ctx_t"])
-    text = text_features(w, x, eot, text_hook, text_res)
-    image = image_features(w, case.images, first, vision_hook, vision_res)
+    text = cm.text_features(w, x, eot, text_hook, text_res)
+    image = cm.image_features(w, case.images, first, vision_hook, vision_res)
     logits = cm.logits(w, image, text)
     return Expected(logits, F.cross_entropy(logits, case.labels))
 

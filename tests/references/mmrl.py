@@ -21,10 +21,6 @@ from . import clip_math as cm
 TEMPLATE = "a photo of the digit {}."  # trainers/templates.py's Digits entry, restated
 
 
-def _ln(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps=1e-5)
-
-
 def _front(tokens: dict[int, Tensor], first: int):  # noqa: ANN202
     def before(i: int, x: Tensor) -> Tensor:
         if i not in tokens:
@@ -58,12 +54,12 @@ def mmrl(case: Case) -> Expected:
     weight = w["visual.conv1.weight"]
     patches = F.conv2d(case.images, weight, stride=weight.shape[-1]).flatten(2).transpose(1, 2)
     cls = w["visual.class_embedding"].expand(case.images.shape[0], 1, -1)
-    v = _ln(w, "visual.ln_pre", torch.cat([cls, patches], dim=1) + w["visual.positional_embedding"])
+    v = cm.layer_norm(w, "visual.ln_pre", torch.cat([cls, patches], dim=1) + w["visual.positional_embedding"])
     before = _front(vision_tokens, blocks[0])
     for i in range(cm.n_blocks(w, "visual.transformer")):
         v = cm.block(w, f"visual.transformer.resblocks.{i}", before(i, v), False)
-    image = _ln(w, "visual.ln_post", v[:, 0]) @ w["visual.proj"]
-    rep = _ln(w, "visual.ln_post", v[:, 1 : 1 + k]).mean(dim=1) @ p[f"{pre}.proj_rep"]
+    image = cm.layer_norm(w, "visual.ln_post", v[:, 0]) @ w["visual.proj"]
+    rep = cm.layer_norm(w, "visual.ln_post", v[:, 1 : 1 + k]).mean(dim=1) @ p[f"{pre}.proj_rep"]
 
     f, f_r, t = (F.normalize(a, dim=-1) for a in (image, rep, text))
     z, z_r = 100 * f @ t.t(), 100 * f_r @ t.t()
