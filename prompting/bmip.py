@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from .deep import FixedPrompt, LayerPrompt, PromptPlan, deep_blocks
 from .interaction import (
     ATTN_REDUCE,
-    GATE_TAG,
     TEXT_QUERIES,
     GatedMix,
     GateMonitor,
@@ -31,6 +30,7 @@ from .interaction import (
     combine_add,
     combine_attention,
     combine_joint,
+    gate_scalars,
     validate_gate_activation,
 )
 from .learners import _require_vit, normal_prompts
@@ -239,20 +239,13 @@ class BMIPPrompts(nn.Module):
         return hasattr(self, "gates_v")
 
     def gate_scalars(self, monitor: Optional[GateMonitor] = None) -> dict[str, float]:
-        """TensorBoard scalars (tags :data:`~prompting.interaction.GATE_TAG`): every gate's weight and
-        bias and, from ``monitor``, the mean applied weight of every slot."""
-        scalars: dict[str, float] = {}
+        """TensorBoard scalars of every gate and, from ``monitor``, the applied weights
+        (:func:`~prompting.interaction.gate_scalars`); none without gates."""
         if not self.gated:
-            return scalars
-        towers = (("vision", self.vision_blocks, self.gates_v), ("text", self.text_blocks, self.gates_t))
-        for tower, blocks, gates in towers:
-            for block, gate in zip(blocks, gates):
-                scalars[GATE_TAG.format(tower=tower, block=block, leaf="weight")] = gate.weight.item()
-                scalars[GATE_TAG.format(tower=tower, block=block, leaf="bias")] = gate.bias.item()
-        for (tower, block), means in (monitor.means() if monitor is not None else {}).items():
-            for slot, value in enumerate(means):
-                scalars[GATE_TAG.format(tower=tower, block=block, leaf=f"slot{slot}")] = value
-        return scalars
+            return {}
+        return gate_scalars(
+            (("vision", self.vision_blocks, self.gates_v), ("text", self.text_blocks, self.gates_t)), monitor
+        )
 
     # ---- shared vision prompt: aliases and checkpoints ---------------------------------------------
     def _alias_keys(self, prefix: str) -> list[str]:

@@ -98,10 +98,11 @@ class PromptPlan:
     vision_residuals: dict[int, Residual] = field(default_factory=dict)
     text_projections: dict[int, ProjectionMap] = field(default_factory=dict)
     vision_projections: dict[int, ProjectionMap] = field(default_factory=dict)
-    # Per block: tokens (K, D) right after the first token (SOS / CLS), inserted before the first of these
-    # blocks (the sequence grows by K) and replaced in place before the later ones (MMRL).
-    text_front: dict[int, Tensor] = field(default_factory=dict)
-    vision_front: dict[int, Tensor] = field(default_factory=dict)
+    # Per block: K tokens right after the first token (SOS / CLS), inserted before the first of these
+    # blocks (the sequence grows by K; that layer must be a FixedPrompt) and written into those K slots
+    # before the later ones (MMRL; MMRL_BMIP's gated mix).
+    text_front: dict[int, LayerPrompt] = field(default_factory=dict)
+    vision_front: dict[int, LayerPrompt] = field(default_factory=dict)
 
 
 def deep_blocks(depth: int, n_blocks: int, offset: int = 0) -> range:
@@ -134,7 +135,7 @@ def prompt_hook(
     reuse_projections: bool = False,
     residuals: Optional[dict[int, Residual]] = None,
     projections: Optional[dict[int, ProjectionMap]] = None,
-    front: Optional[dict[int, Tensor]] = None,
+    front: Optional[dict[int, LayerPrompt]] = None,
 ) -> Optional[Hook]:
     """The CLIP hook that writes ``layers[index]`` into the prompt slots before block ``index``.
 
@@ -148,9 +149,10 @@ def prompt_hook(
     ``residuals[index]`` (MMA's adapters) maps the block input (after the slots are written) to a tensor
     added to the block's output; ``projections[index]`` (LoRA) gives the block's adapted queries, keys
     and values of that input (a probe's projection is then not reused for the block's own pass).
-    ``front[index]`` (MMRL) are tokens written right after the first token: inserted before the first
-    block listed (the sequence grows), replaced in place before the later ones; they cannot share the text
-    tower with slot prompts (both would claim the positions after SOS).
+    ``front[index]`` (MMRL) are ``K`` tokens right after the first token: the first block listed inserts
+    them (the sequence grows; a :class:`FixedPrompt`, as no slots exist yet for a gate to probe), the later
+    ones resolve them on slots ``1..K`` like any layer (MMRL_BMIP's gated mix; text EOT positions shifted
+    by ``K``). They cannot share the text tower with slot prompts (both would claim the positions after SOS).
     Returns None when there is nothing to insert, so the tower runs unhooked.
     """
     if tower not in (TEXT, VISION):
@@ -163,17 +165,16 @@ def prompt_hook(
     if front and layers and tower == TEXT:
         raise ValueError("text slot prompts and front tokens (MMRL) would both occupy the positions after SOS")
     first_front = min(front, default=None)
+    if first_front is not None and not isinstance(front[first_front], FixedPrompt):
+        raise ValueError(
+            f"the first front layer (block {first_front}) inserts its tokens, so it must be a FixedPrompt: "
+            f"there are no slots yet whose attention a gate could read, got {type(front[first_front]).__name__}"
+        )
 
-    def write_front(index: int, x: Tensor) -> Tensor:
-        tokens = front[index]
-        tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
-        rest = x[:, 1:] if index == first_front else x[:, 1 + tokens.shape[1] :]
-        return torch.cat([x[:, :1], tokens, rest], dim=1)
-
-    def write_slots(layer: LayerPrompt, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput]:
-        m = layer.n_slots
-        start, stop = (1, 1 + m) if tower == TEXT else (x.shape[1] - m, x.shape[1])
-        slots = SlotView(tower, start, stop, eot_indices)
+    def write_slots(
+        layer: LayerPrompt, x: Tensor, block: ResidualAttentionBlock, slots: SlotView
+    ) -> Union[Tensor, BlockInput]:
+        start, stop = slots.start, slots.stop
         if not reuse_projections:
             return _replace_slots(x, layer.resolve(x, block, slots), start, stop)
         with block.memoize_projection() as memo:
@@ -187,13 +188,27 @@ def prompt_hook(
             return BlockInput(replaced, PrefixedProjection(prefix, block.project(replaced[:, prefix.stop :])))
         return BlockInput(replaced, block.project_rows(probed.projection, replaced, start, stop))
 
+    def write_front(index: int, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput]:
+        layer = front[index]
+        k = layer.n_slots
+        if index == first_front:
+            tokens = layer.tokens.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+            return torch.cat([x[:, :1], tokens, x[:, 1:]], dim=1)
+        eot = None if eot_indices is None else eot_indices + k
+        return write_slots(layer, x, block, SlotView(tower, 1, 1 + k, eot))
+
+    def slot_view(layer: LayerPrompt, x: Tensor) -> SlotView:
+        m = layer.n_slots
+        start, stop = (1, 1 + m) if tower == TEXT else (x.shape[1] - m, x.shape[1])
+        return SlotView(tower, start, stop, eot_indices)
+
     def hook(index: int, x: Tensor, block: ResidualAttentionBlock) -> Union[Tensor, BlockInput, None]:
         layer, residual, project = layers.get(index), residuals.get(index), projections.get(index)
-        if index in front:
-            x = write_front(index, x)
-        written = None if layer is None else write_slots(layer, x, block)
-        if written is None and index in front:
-            written = x
+        written = write_front(index, x, block) if index in front else None
+        if layer is not None:
+            if written is not None:  # the slot layer changes more rows: the front's projection is stale
+                x = written.x if isinstance(written, BlockInput) else written
+            written = write_slots(layer, x, block, slot_view(layer, x))
         if residual is None and project is None:
             return written
         if isinstance(written, BlockInput):

@@ -14,10 +14,10 @@ prompt (the other modality's tokens mapped into this tower's width by a projecti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +32,13 @@ __all__ = [
     "GATE_TAG",
     "TEXT_QUERIES",
     "GateMonitor",
+    "GatedLearner",
     "GatedMix",
     "SlotAttention",
     "combine_add",
     "combine_attention",
     "combine_joint",
+    "gate_scalars",
     "validate_gate_activation",
 ]
 
@@ -52,7 +54,9 @@ GATE_TAG = "gates/{tower}/block{block}/{leaf}"
 class SlotAttention:
     """Attention paid to each prompt slot by the other tokens of a block, as a gate input.
 
-    Vision tower: mean over all non-prompt query rows (CLS and patches), as released. Text tower, by
+    The slots are wherever ``slots`` says: the end of the vision sequence (BMIP's deep prompts) or right
+    after CLS / SOS (MMRL's representation tokens). Vision tower: mean over all non-slot query rows (CLS
+    and patches), as released. Text tower, by
     ``text_query``: ``sos`` (query row 0, released; under the causal mask SOS cannot see the slots, so the
     value is exactly 0 and the probe is skipped unless ``skip_zero_probe`` is False), ``eot`` (the EOT row
     of each class) or ``mean_valid`` (mean over the rows after the slots up to each class's EOT).
@@ -75,9 +79,13 @@ class SlotAttention:
     def __call__(self, x: Tensor, block: ResidualAttentionBlock, slots: SlotView) -> Tensor:
         n_seq, n_slots = x.shape[0], slots.stop - slots.start
         dtype = torch.promote_types(x.dtype, torch.float32)
-        if slots.tower == "vision":
-            probs = block.attention_to_suffix(x, slots.start)
-            attn = probs[:, :, : slots.stop - slots.start].to(dtype).mean(dim=1)
+        if slots.tower == "vision" and slots.stop == x.shape[1]:  # slots at the end: every row before them
+            attn = block.attention_to_suffix(x, slots.start).to(dtype).mean(dim=1)
+        elif slots.tower == "vision":
+            positions = torch.arange(x.shape[1], device=x.device)
+            rows = positions[(positions < slots.start) | (positions >= slots.stop)]
+            probs = block.attention_probs(x, query_rows=rows)[:, :, slots.start : slots.stop]
+            attn = probs.to(dtype).mean(dim=1)
         elif self.text_query == "sos" and self.skip_zero_probe:
             attn = x.new_zeros(n_seq, n_slots, dtype=dtype)
         elif self.text_query == "sos":
@@ -161,6 +169,34 @@ class GateMonitor:
     def means(self) -> dict[tuple[str, int], list[float]]:
         """Per (tower, block): the mean weight of every slot over the recorded passes."""
         return {key: (total / self._counts[key]).tolist() for key, total in sorted(self._sums.items())}
+
+
+@runtime_checkable
+class GatedLearner(Protocol):
+    """A prompt learner with BMIP gates, whose trainer monitors and logs them (trainers/base.py)."""
+
+    gate_monitor: Optional[GateMonitor]
+
+    @property
+    def gated(self) -> bool: ...
+
+    def gate_scalars(self, monitor: Optional[GateMonitor] = None) -> dict[str, float]: ...
+
+
+def gate_scalars(
+    towers: Iterable[tuple[str, Sequence[int], Sequence[nn.Linear]]], monitor: Optional[GateMonitor] = None
+) -> dict[str, float]:
+    """TensorBoard scalars (tags :data:`GATE_TAG`) of gated blocks: per ``(tower, blocks, gates)`` every
+    gate's weight and bias and, from ``monitor``, the mean applied weight of every slot."""
+    scalars: dict[str, float] = {}
+    for tower, blocks, gates in towers:
+        for block, gate in zip(blocks, gates):
+            scalars[GATE_TAG.format(tower=tower, block=block, leaf="weight")] = gate.weight.item()
+            scalars[GATE_TAG.format(tower=tower, block=block, leaf="bias")] = gate.bias.item()
+    for (tower, block), means in (monitor.means() if monitor is not None else {}).items():
+        for slot, value in enumerate(means):
+            scalars[GATE_TAG.format(tower=tower, block=block, leaf=f"slot{slot}")] = value
+    return scalars
 
 
 def combine_add(own: Tensor, foreign: Tensor) -> Tensor:

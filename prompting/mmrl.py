@@ -11,6 +11,9 @@ Tensors (K = N_REP_TOKENS, d_r = REP_DIM, layers = REP_LAYERS, 1-based; released
 * ``proj_rep`` (d_v, embed_dim) ~ N(0, d_v^-1) (the release's random init): the image head of the
   representation tokens, ``f_r = mean_k LN_post(x_k) @ proj_rep`` over their last-block outputs.
 
+:class:`MMRLBMIPRepresentations` (``MMRL_BMIP``) adds BMIP's bi-directional gated mix of the tokens
+(docs/METHODS.md, "MMRL + BMIP").
+
 The class features ``t`` come from the hand-written class prompt with the text-side tokens; the image
 features are ``f`` (CLS through the frozen ``proj``) and ``f_r``. Logits use the fixed scale 100:
 ``z = 100 f t^T``, ``z_r = 100 f_r t^T``, fused ``alpha z + (1 - alpha) z_r``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +31,13 @@ from torch import Tensor, nn
 
 from clip import at_least_fp32
 
-from .deep import PromptPlan
+from .bmip import BMIPOptions
+from .deep import FixedPrompt, LayerPrompt, PromptPlan
+from .interaction import GatedMix, GateMonitor, SlotAttention, gate_scalars
 from .model import PromptedCLIP
 from .text import CONTEXT_STD
 
-__all__ = ["MMRL_HEADS", "MMRLCLIP", "MMRLRepresentations"]
+__all__ = ["MMRL_HEADS", "MMRLBMIPRepresentations", "MMRLCLIP", "MMRLRepresentations"]
 
 MMRL_HEADS = ("fusion", "cls", "rep")
 
@@ -80,15 +85,102 @@ class MMRLRepresentations(nn.Module):
     def n_tokens(self) -> int:
         return self.compound_rep_tokens.shape[0]
 
+    def own_tokens(self, i: int) -> tuple[Tensor, Tensor]:
+        """(vision (K, d_v), text (K, d_t)) tokens of representation layer ``i`` (0-based in REP_LAYERS)."""
+        r = self.compound_rep_tokens
+        return self.compound_rep_tokens_r2vproj[i](r), self.compound_rep_tokens_r2tproj[i](r)
+
+    def layer_prompts(self, i: int) -> tuple[LayerPrompt, LayerPrompt]:
+        """(vision, text) tokens written before representation layer ``i``: MMRL's own projections."""
+        vision, text = self.own_tokens(i)
+        return FixedPrompt(vision), FixedPrompt(text)
+
     def forward(self) -> PromptPlan:
         plan = PromptPlan()
-        r = self.compound_rep_tokens
-        for block, to_v, to_t in zip(
-            self.blocks, self.compound_rep_tokens_r2vproj, self.compound_rep_tokens_r2tproj
-        ):
-            plan.vision_front[block] = to_v(r)
-            plan.text_front[block] = to_t(r)
+        for i, block in enumerate(self.blocks):
+            plan.vision_front[block], plan.text_front[block] = self.layer_prompts(i)
         return plan
+
+
+class MMRLBMIPRepresentations(MMRLRepresentations):
+    """MMRL's tensors (drawn first, as MMRL draws them) plus BMIP's cross-modal heads and gates.
+
+    Representation layer 0 inserts MMRL's own tokens (no slots exist yet for a gate to probe); before
+    each later layer i the K slots after CLS / SOS become BMIP's gated mix of that layer's tokens:
+    vision ``w_v * F_v^i(R) + (1 - w_v) * G_v(F_t^i(R))``, text ``w_t * F_t^i(R) + (1 - w_t) * G_l(F_v^i(R))``,
+    ``w = act(gate(A))`` with ``A`` the attention the tower's other tokens pay to the K slots.
+
+    Tensors added (BMIP's names): G_v (text->vision) ``single_layer_t`` with ``share_text``, else
+    ``compound_prompt_projections_t[k]``; G_l (vision->text) ``single_layer_v`` with ``share_visual``, else
+    ``compound_prompt_projections_v[k]``; ``gates_v[k]`` / ``gates_t[k]`` Linear(1, 1); k = i - 1.
+    Of ``options`` only the gate's settings apply (activation, attention query / reduction / detach,
+    sharing of the heads); CONNECT_METHOD must be BMIP's gate ("None").
+    """
+
+    def __init__(self, clip_model: nn.Module, options: BMIPOptions, **mmrl: Any) -> None:
+        super().__init__(clip_model, **mmrl)
+        if options.connect_method != "None":
+            raise ValueError(
+                "MMRL_BMIP mixes the representation tokens through BMIP's gates: TRAINER.BMIP.CONNECT_METHOD "
+                f"must be 'None', got {options.connect_method!r}"
+            )
+        n_gated = len(self.blocks) - 1
+        if n_gated < 1:
+            raise ValueError(
+                "MMRL_BMIP needs at least two TRAINER.MMRL.REP_LAYERS (the first inserts the tokens, the gates "
+                f"mix them before the later ones), got {[b + 1 for b in self.blocks]}"
+            )
+        self.options = options
+        d_t, d_v = clip_model.text_width, clip_model.vision_width
+        if options.share_text:
+            self.single_layer_t = nn.Linear(d_t, d_v)
+        else:
+            head = nn.Linear(d_t, d_v)
+            self.compound_prompt_projections_t = nn.ModuleList([copy.deepcopy(head) for _ in range(n_gated)])
+        if options.share_visual:
+            self.single_layer_v = nn.Linear(d_v, d_t)
+        else:
+            head = nn.Linear(d_v, d_t)
+            self.compound_prompt_projections_v = nn.ModuleList([copy.deepcopy(head) for _ in range(n_gated)])
+        self.gates_v = nn.ModuleList([nn.Linear(1, 1) for _ in range(n_gated)])
+        self.gates_t = nn.ModuleList([nn.Linear(1, 1) for _ in range(n_gated)])
+        self.attention = SlotAttention(
+            text_query=options.text_attn_query, reduce=options.attn_reduce, detach=options.detach_attn
+        )
+        # Set by the trainer for the training steps of an epoch: records every applied mixing weight.
+        self.gate_monitor: Optional[GateMonitor] = None
+
+    @property
+    def gated(self) -> bool:
+        return True
+
+    def gate_scalars(self, monitor: Optional[GateMonitor] = None) -> dict[str, float]:
+        """TensorBoard scalars of every gate (tags by 0-based block) and, from ``monitor``, the applied weights."""
+        blocks = self.blocks[1:]
+        return gate_scalars((("vision", blocks, self.gates_v), ("text", blocks, self.gates_t)), monitor)
+
+    def to_vision(self, k: int) -> nn.Linear:
+        """G_v of gated layer ``k``: text tokens into the vision width."""
+        return self.single_layer_t if self.options.share_text else self.compound_prompt_projections_t[k]
+
+    def to_text(self, k: int) -> nn.Linear:
+        """G_l of gated layer ``k``: vision tokens into the text width."""
+        return self.single_layer_v if self.options.share_visual else self.compound_prompt_projections_v[k]
+
+    def _mix(self, own: Tensor, foreign: Tensor, gate: nn.Linear, tower: str, block: int) -> GatedMix:
+        monitor = self.gate_monitor
+        record = None if monitor is None else monitor.recorder(tower, block)
+        return GatedMix(own, foreign, gate, self.attention, self.options.gate_act, on_weights=record)
+
+    def layer_prompts(self, i: int) -> tuple[LayerPrompt, LayerPrompt]:
+        if i == 0:
+            return super().layer_prompts(0)
+        vision, text = self.own_tokens(i)
+        k, block = i - 1, self.blocks[i]
+        return (
+            self._mix(vision, self.to_vision(k)(text), self.gates_v[k], "vision", block),
+            self._mix(text, self.to_text(k)(vision), self.gates_t[k], "text", block),
+        )
 
 
 class MMRLCLIP(PromptedCLIP):

@@ -85,7 +85,7 @@ class PromptedCLIP(nn.Module):
             plan.text_layers, TEXT, self.eot_indices,
             residuals=plan.text_residuals, projections=plan.text_projections, front=plan.text_front,
         )  # fmt: skip
-        inserted = next(iter(plan.text_front.values())).shape[0] if plan.text_front else 0
+        inserted = next(iter(plan.text_front.values())).n_slots if plan.text_front else 0
         if plan.text_ctx is None:  # fixed hand-written prompts (VPT), maybe with adapted blocks (MMA, LoRA, MMRL)
             features = self.clip.encode_text_embeddings(
                 self.clip.token_embedding(self.token_ids), self.eot_indices, hook=hook, eot_offset=inserted

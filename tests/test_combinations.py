@@ -1,4 +1,4 @@
-"""PromptSRC_BMIP and CoPrompt_BMIP: the host trainer with BMIP's prompt learner, not a copy of either.
+"""PromptSRC_BMIP, CoPrompt_BMIP and MMRL_BMIP: the host trainer with BMIP's prompt learner, not a copy of either.
 
 The +BMIP classes may only choose the prompt learner; every forward, loss, GPA and checkpoint method is
 inherited. Their learners take the host's sizes (PromptSRC: N_CTX_TEXT and PROMPT_DEPTH as released;
@@ -19,11 +19,13 @@ from prompting.adapters import AdaptedPrompts
 from prompting.bmip import BMIPPrompts
 from trainers.base import DeepPromptTrainer
 from trainers.coprompt import CoPrompt
+from trainers.mmrl import MMRL
 from trainers.promptsrc import PromptSRC
 
 
 @pytest.mark.parametrize("name, host, hook", [("PromptSRC_BMIP", PromptSRC, "build_prompt_learner"),
-                                               ("CoPrompt_BMIP", CoPrompt, "build_core")])
+                                               ("CoPrompt_BMIP", CoPrompt, "build_core"),
+                                               ("MMRL_BMIP", MMRL, "build_representations")])
 def test_bmip_combination_only_chooses_the_prompt_learner(name, host, hook):
     cls = TRAINER_REGISTRY.get(name)
     assert issubclass(cls, host)

@@ -1,4 +1,4 @@
-"""MMA, MMA_BMIP and CLIP-LoRA: official parameter counts, the release's quirks, option errors, the iteration budget.
+"""MMA, MMA_BMIP, CLIP-LoRA, MMRL and MMRL_BMIP: official parameter counts, the release's quirks, option errors, the iteration budget.
 
 Float64 equality with references written from the maths lives in tests/references/{mma,clip_lora}.py (run by
 tests/test_trainer_exactness.py); end-to-end Digits runs through the scripts in tests/test_all_trainers.py.
@@ -133,6 +133,18 @@ def test_mmrl_official_parameter_count_vit_b16(vit_b16_meta):
     assert _count(MMRLRepresentations(vit_b16_meta)) == 4_992_256
 
 
+def test_mmrl_bmip_parameter_count_vit_b16(vit_b16_meta):
+    from prompting.mmrl import MMRLBMIPRepresentations
+
+    # MMRL + BMIP (released gate settings): MMRL's 4,992,256 + G_v (512->768) + G_l (768->512), one of
+    # each (SHARE True), + 6 gated layers x 2 towers x Linear(1, 1).
+    released = MMRLBMIPRepresentations(vit_b16_meta, resolve_bmip_options("released"))
+    assert _count(released) == 4_992_256 + 393_984 + 393_728 + 24 == 5_779_992
+    # Per-layer heads (preset paper: SHARE False): 6 of each.
+    paper = MMRLBMIPRepresentations(vit_b16_meta, resolve_bmip_options("paper"))
+    assert _count(paper) == 4_992_256 + 6 * (393_984 + 393_728) + 24
+
+
 def test_mmrl_evaluation_head_open_world_default_and_released_rule():
     from trainers.mmrl import evaluation_head
 
@@ -149,11 +161,11 @@ def test_mmrl_evaluation_head_open_world_default_and_released_rule():
         evaluation_head("base", "B2N", "base", "DTD")
 
 
-def _mmrl_trainer(tmp_path, *opts: str):
+def _mmrl_trainer(tmp_path, *opts: str, name: str = "MMRL"):
     argv = [
-        "--root", str(tmp_path / "data"), "--trainer", "MMRL", "--seed", "1", "--output-dir", str(tmp_path / "out"),
+        "--root", str(tmp_path / "data"), "--trainer", name, "--seed", "1", "--output-dir", str(tmp_path / "out"),
         "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"),
-        "--config-file", str(ROOT / "configs/trainers/MMRL/vit_b16.yaml"),
+        "--config-file", str(ROOT / f"configs/trainers/{name}/vit_b16.yaml"),
         "MODEL.BACKBONE.NAME", "random:tiny", "DATASET.NUM_SHOTS", "1", "DATALOADER.NUM_WORKERS", "0",
         "TRAINER.MMRL.PREC", "fp32", *opts,
     ]  # fmt: skip
@@ -175,3 +187,56 @@ def test_mmrl_trainer_heads_and_tokens_change_both_towers(tmp_path):
         plain_image = torch.nn.functional.normalize(model.clip.encode_image(images), dim=-1)
     assert (text - plain_text).abs().max() > 1e-4 and (image - plain_image).abs().max() > 1e-4
     assert torch.isfinite(rep).all() and not torch.allclose(rep, image)
+
+
+# ---- MMRL_BMIP --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (("TRAINER.BMIP.TEXT_DEPTH_OFFSET", "0"), "TRAINER.BMIP.TEXT_DEPTH_OFFSET = 0"),
+        (("TRAINER.BMIP.CONNECT_METHOD", "add"), "CONNECT_METHOD must be 'None', got 'add'"),
+        (("TRAINER.MMRL.REP_LAYERS", "[12]"), r"at least two TRAINER.MMRL.REP_LAYERS .*got \[12\]"),
+    ],
+)
+def test_mmrl_bmip_refuses_options_that_do_not_apply(tmp_path, opts, message):
+    with pytest.raises(ValueError, match=message):
+        _mmrl_trainer(tmp_path, *opts, name="MMRL_BMIP")
+
+
+def test_mmrl_bmip_gates_mix_the_tokens_are_monitored_and_the_probe_reuse_is_exact(tmp_path):
+    from prompting.interaction import GatedMix, GateMonitor
+
+    trainer = _mmrl_trainer(tmp_path, "TRAINER.BMIP.TEXT_ATTN_QUERY", "mean_valid", name="MMRL_BMIP")
+    model, learner = trainer.model, trainer.model.prompt_learner
+    plan = learner()
+    assert sorted(plan.vision_front) == sorted(plan.text_front) == list(range(5, 12))
+    assert not isinstance(plan.vision_front[5], GatedMix)  # the first layer inserts MMRL's own tokens
+    assert all(isinstance(plan.vision_front[b], GatedMix) for b in range(6, 12))
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    learner.gate_monitor = monitor = GateMonitor()
+    model.train()
+    model(images)
+    learner.gate_monitor = None
+    means = monitor.means()
+    assert sorted(means) == sorted((t, b) for t in ("text", "vision") for b in range(6, 12))
+    assert all(len(v) == 5 and all(0 < w < 1 for w in v) for v in means.values())
+    scalars = learner.gate_scalars(monitor)
+    assert "gates/vision/block6/weight" in scalars and "gates/text/block11/slot4" in scalars
+    # Probing the attention to the slots after CLS and handing its projection to the block is exact.
+    model.eval()
+    with torch.no_grad():
+        reused = model.outputs(images)
+        model.reuse_probe_projections = False
+        plain = model.outputs(images)
+    for a, b in zip(reused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_prompt_hook_refuses_a_gated_first_front_layer():
+    from prompting.deep import prompt_hook
+    from prompting.mmrl import MMRLBMIPRepresentations
+
+    learner = MMRLBMIPRepresentations(clip.build_clip("random:tiny", seed=0), resolve_bmip_options("released"))
+    gated, _ = learner.layer_prompts(1)
+    with pytest.raises(ValueError, match=r"first front layer \(block 5\) .* must be a FixedPrompt"):
+        prompt_hook({}, "vision", front={5: gated, 6: gated})

@@ -124,11 +124,12 @@ METHODS: dict[str, Method] = {
         Method("CoPrompt", "coprompt"),
         Method("CoPrompt+BMIP", "coprompt_bmip"),
         # The field since MaPLe, part 2 (Table 7; ImageNet runs need CFG=vit_b16_ep5_imnet for MMA,
-        # CFG=vit_b16_imagenet LOADEP=5 for MMRL).
+        # CFG=vit_b16_imagenet LOADEP=5 for MMRL and MMRL+BMIP).
         Method("MMA", "mma"),
         Method("MMA+BMIP", "mma_bmip"),
         Method("CLIP-LoRA", "clip_lora"),
         Method("MMRL", "mmrl"),
+        Method("MMRL+BMIP", "mmrl_bmip"),
         # The field since MaPLe (Table 6): KgCoOp, TCP and DePT over our hosts.
         Method("KgCoOp", "kgcoop"),
         Method("TCP", "tcp"),
@@ -212,7 +213,7 @@ TABLES: dict[int, TableDef] = {
         7,
         "The field since MaPLe, part 2: adapters, representation tokens, LoRA (base-to-new, 11 datasets)",
         "base2new_average",
-        ("CLIP", "MaPLe", "MMA", "MMA+BMIP", "MMRL", "CLIP-LoRA"),
+        ("CLIP", "MaPLe", "MMA", "MMA+BMIP", "MMRL", "MMRL+BMIP", "CLIP-LoRA"),
         OPEN_WORLD_DATASETS,
     ),
 }

@@ -21,6 +21,7 @@ with TRAINER_REGISTRY.builtins():
         mma,
         mma_bmip,
         mmrl,
+        mmrl_bmip,
         promptsrc,
         promptsrc_bmip,
         tcp,

@@ -8,7 +8,7 @@ official trainers repeat: load the frozen CLIP at the configured precision, buil
 trainable tensors, build optimizer and scheduler, cross-entropy training with the per-epoch LR step, and
 checkpoints that hold only the trainable tensors (so a base-trained checkpoint loads for any label space).
 
-Learners with BMIP gates get their gates logged to TensorBoard after every training epoch (step = the
+Learners with BMIP gates (BMIP, its combinations, MMRL_BMIP) get their gates logged to TensorBoard after every training epoch (step = the
 1-based epoch, as in checkpoint names): ``gates/<tower>/block<b>/slot<i>`` is the mixing weight ``w`` of
 the own prompt that the forward passes applied, averaged over the epoch's training steps (``w``
 depends on the attention of each batch), and ``.../weight`` / ``.../bias`` the gate's parameters.
@@ -36,8 +36,7 @@ import clip
 from engine.engine import TrainerX
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.utils import load_pretrained_weights
-from prompting.bmip import BMIPPrompts
-from prompting.interaction import GateMonitor
+from prompting.interaction import GatedLearner, GateMonitor
 from prompting.model import PromptedCLIP
 
 __all__ = [
@@ -176,7 +175,7 @@ class DeepPromptTrainer(TrainerX):
 
     def run_epoch(self) -> None:
         """The engine's epoch, with the gates of a gated learner monitored and logged (module docstring)."""
-        gated = next((m for m in self.model.modules() if isinstance(m, BMIPPrompts) and m.gated), None)
+        gated = next((m for m in self.model.modules() if isinstance(m, GatedLearner) and m.gated), None)
         if gated is None or not self.writes_scalars:
             super().run_epoch()
             return

@@ -72,12 +72,16 @@ class MMRL(DeepPromptTrainer):
         table = DATASET_SETTINGS.get(self.cfg.DATASET.NAME, {}) if c.DATASET_TABLE else {}
         return table.get(key, c[key])
 
+    def build_representations(self, clip_model: nn.Module, **mmrl: Any) -> MMRLRepresentations:
+        """The learner of the representation tokens (``MMRL_BMIP`` adds BMIP's gates)."""
+        return MMRLRepresentations(clip_model, **mmrl)
+
     def build_custom_clip(self, clip_model: nn.Module, classnames: list[str]) -> MMRLCLIP:
         c = self.method_cfg
         for key in ("REG_WEIGHT", "REP_DIM"):
             if self.setting(key) != c[key]:
                 print(f"MMRL per-dataset setting ({self.cfg.DATASET.NAME}): {key} = {self.setting(key)}")
-        learner = MMRLRepresentations(
+        learner = self.build_representations(
             clip_model,
             template=dataset_template(self.cfg.DATASET.NAME),
             n_tokens=c.N_REP_TOKENS,
