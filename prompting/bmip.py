@@ -134,7 +134,47 @@ def _clones(module: nn.Module, count: int) -> nn.ModuleList:
     return nn.ModuleList([copy.deepcopy(module) for _ in range(count)])
 
 
-class BMIPPrompts(nn.Module):
+class CrossModalHeads:
+    """BMIP's cross-modal heads and gated mix, for every learner that mixes the two towers' tokens the BMIP
+    way (:class:`BMIPPrompts`, MMRL_BMIP's :class:`~prompting.mmrl.MMRLBMIPRepresentations`).
+
+    The heads keep the release's attribute names, so checkpoints keep their keys: G_v (text -> vision)
+    ``single_layer_t`` with ``share_text``, else ``compound_prompt_projections_t[k]``; G_l (vision ->
+    text) ``single_layer_v`` with ``share_visual``, else ``compound_prompt_projections_v[k]``. The module
+    provides ``options``, ``attention`` (its :class:`SlotAttention`) and ``gate_monitor``.
+    """
+
+    options: BMIPOptions
+    attention: SlotAttention
+    gate_monitor: Optional[GateMonitor]
+
+    def add_cross_modal_heads(self, d_t: int, d_v: int, n_to_vision: int, n_to_text: int) -> None:
+        """Create G_v then G_l (this order draws the release's initialisation); per-layer heads are clones."""
+        if self.options.share_text:
+            self.single_layer_t = nn.Linear(d_t, d_v)
+        else:
+            self.compound_prompt_projections_t = _clones(nn.Linear(d_t, d_v), n_to_vision)
+        if self.options.share_visual:
+            self.single_layer_v = nn.Linear(d_v, d_t)
+        else:
+            self.compound_prompt_projections_v = _clones(nn.Linear(d_v, d_t), n_to_text)
+
+    def to_vision(self, k: int) -> nn.Linear:
+        """G_v of layer ``k``: text tokens into the vision width."""
+        return self.single_layer_t if self.options.share_text else self.compound_prompt_projections_t[k]
+
+    def to_text(self, k: int) -> nn.Linear:
+        """G_l of layer ``k``: vision tokens into the text width."""
+        return self.single_layer_v if self.options.share_visual else self.compound_prompt_projections_v[k]
+
+    def gated_mix(self, own: Tensor, foreign: Tensor, gate: nn.Linear, tower: str, block: int) -> GatedMix:
+        """``w * own + (1 - w) * foreign`` with ``w`` from ``gate``, recorded by the gate monitor if one is set."""
+        monitor = self.gate_monitor
+        record = None if monitor is None else monitor.recorder(tower, block)
+        return GatedMix(own, foreign, gate, self.attention, self.options.gate_act, on_weights=record)
+
+
+class BMIPPrompts(CrossModalHeads, nn.Module):
     """BMIP's prompt learner and per-layer interaction.
 
     Tensors (n = N_CTX, J = PROMPT_DEPTH, d_t / d_v the tower widths; only those the options use exist):
@@ -205,14 +245,7 @@ class BMIPPrompts(nn.Module):
             self.compound_prompts_visual = nn.ParameterList(
                 [nn.Parameter(torch.empty(n, d_v).uniform_(-bound, bound)) for _ in range(n_own)]
             )
-        if o.share_text:
-            self.single_layer_t = nn.Linear(d_t, d_v)
-        else:
-            self.compound_prompt_projections_t = _clones(nn.Linear(d_t, d_v), n_foreign_v)
-        if o.share_visual:
-            self.single_layer_v = nn.Linear(d_v, d_t)
-        else:
-            self.compound_prompt_projections_v = _clones(nn.Linear(d_v, d_t), n_foreign_t)
+        self.add_cross_modal_heads(d_t, d_v, n_foreign_v, n_foreign_t)
         if o.connect_method == "None":
             self.gates_v = nn.ModuleList([nn.Linear(1, 1) for _ in self.vision_blocks])
             self.gates_t = nn.ModuleList([nn.Linear(1, 1) for _ in self.text_blocks])
@@ -301,13 +334,11 @@ class BMIPPrompts(nn.Module):
 
     def foreign_vision(self, k: int) -> Tensor:
         """F_v(P_k): text prompt k projected into the vision tower."""
-        head = self.single_layer_t if self.options.share_text else self.compound_prompt_projections_t[k]
-        return head(self.compound_prompts_text[k])
+        return self.to_vision(k)(self.compound_prompts_text[k])
 
     def foreign_text(self, k: int) -> Tensor:
         """F_l(P~_k): vision prompt k projected into the text tower."""
-        head = self.single_layer_v if self.options.share_visual else self.compound_prompt_projections_v[k]
-        return head(self.own_vision(k))
+        return self.to_text(k)(self.own_vision(k))
 
     def first_vision_prompt(self) -> Tensor:
         mode = self.options.first_vision_prompt
@@ -329,9 +360,7 @@ class BMIPPrompts(nn.Module):
         self, own: Tensor, foreign: Tensor, gates: Optional[nn.ModuleList], i: int, block: int, text: bool
     ) -> LayerPrompt:
         if gates is not None:
-            monitor = self.gate_monitor
-            record = None if monitor is None else monitor.recorder("text" if text else "vision", block)
-            return GatedMix(own, foreign, gates[i], self.attention, self.options.gate_act, on_weights=record)
+            return self.gated_mix(own, foreign, gates[i], "text" if text else "vision", block)
         # Released Joint: text slots hold [foreign; own], vision slots [own; foreign].
         return FixedPrompt(self._combine(own, foreign, foreign_first=text))
 

@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from clip import at_least_fp32
 
-from .bmip import BMIPOptions
+from .bmip import BMIPOptions, CrossModalHeads
 from .deep import FixedPrompt, LayerPrompt, PromptPlan
-from .interaction import GatedMix, GateMonitor, SlotAttention, gate_scalars
+from .interaction import GateMonitor, SlotAttention, gate_scalars
 from .model import PromptedCLIP
 from .text import CONTEXT_STD
 
@@ -102,7 +102,7 @@ class MMRLRepresentations(nn.Module):
         return plan
 
 
-class MMRLBMIPRepresentations(MMRLRepresentations):
+class MMRLBMIPRepresentations(CrossModalHeads, MMRLRepresentations):
     """MMRL's tensors (drawn first, as MMRL draws them) plus BMIP's cross-modal heads and gates.
 
     Representation layer 0 inserts MMRL's own tokens (no slots exist yet for a gate to probe); before
@@ -110,9 +110,8 @@ class MMRLBMIPRepresentations(MMRLRepresentations):
     vision ``w_v * F_v^i(R) + (1 - w_v) * G_v(F_t^i(R))``, text ``w_t * F_t^i(R) + (1 - w_t) * G_l(F_v^i(R))``,
     ``w = act(gate(A))`` with ``A`` the attention the tower's other tokens pay to the K slots.
 
-    Tensors added (BMIP's names): G_v (text->vision) ``single_layer_t`` with ``share_text``, else
-    ``compound_prompt_projections_t[k]``; G_l (vision->text) ``single_layer_v`` with ``share_visual``, else
-    ``compound_prompt_projections_v[k]``; ``gates_v[k]`` / ``gates_t[k]`` Linear(1, 1); k = i - 1.
+    Tensors added: BMIP's heads G_v / G_l (:class:`~prompting.bmip.CrossModalHeads`, per layer k) and
+    ``gates_v[k]`` / ``gates_t[k]`` Linear(1, 1); k = i - 1.
     Of ``options`` only the gate's settings apply (activation, attention query / reduction / detach,
     sharing of the heads); CONNECT_METHOD must be BMIP's gate ("None").
     """
@@ -131,17 +130,7 @@ class MMRLBMIPRepresentations(MMRLRepresentations):
                 f"mix them before the later ones), got {[b + 1 for b in self.blocks]}"
             )
         self.options = options
-        d_t, d_v = clip_model.text_width, clip_model.vision_width
-        if options.share_text:
-            self.single_layer_t = nn.Linear(d_t, d_v)
-        else:
-            head = nn.Linear(d_t, d_v)
-            self.compound_prompt_projections_t = nn.ModuleList([copy.deepcopy(head) for _ in range(n_gated)])
-        if options.share_visual:
-            self.single_layer_v = nn.Linear(d_v, d_t)
-        else:
-            head = nn.Linear(d_v, d_t)
-            self.compound_prompt_projections_v = nn.ModuleList([copy.deepcopy(head) for _ in range(n_gated)])
+        self.add_cross_modal_heads(clip_model.text_width, clip_model.vision_width, n_gated, n_gated)
         self.gates_v = nn.ModuleList([nn.Linear(1, 1) for _ in range(n_gated)])
         self.gates_t = nn.ModuleList([nn.Linear(1, 1) for _ in range(n_gated)])
         self.attention = SlotAttention(
@@ -159,27 +148,14 @@ class MMRLBMIPRepresentations(MMRLRepresentations):
         blocks = self.blocks[1:]
         return gate_scalars((("vision", blocks, self.gates_v), ("text", blocks, self.gates_t)), monitor)
 
-    def to_vision(self, k: int) -> nn.Linear:
-        """G_v of gated layer ``k``: text tokens into the vision width."""
-        return self.single_layer_t if self.options.share_text else self.compound_prompt_projections_t[k]
-
-    def to_text(self, k: int) -> nn.Linear:
-        """G_l of gated layer ``k``: vision tokens into the text width."""
-        return self.single_layer_v if self.options.share_visual else self.compound_prompt_projections_v[k]
-
-    def _mix(self, own: Tensor, foreign: Tensor, gate: nn.Linear, tower: str, block: int) -> GatedMix:
-        monitor = self.gate_monitor
-        record = None if monitor is None else monitor.recorder(tower, block)
-        return GatedMix(own, foreign, gate, self.attention, self.options.gate_act, on_weights=record)
-
     def layer_prompts(self, i: int) -> tuple[LayerPrompt, LayerPrompt]:
         if i == 0:
             return super().layer_prompts(0)
         vision, text = self.own_tokens(i)
         k, block = i - 1, self.blocks[i]
         return (
-            self._mix(vision, self.to_vision(k)(text), self.gates_v[k], "vision", block),
-            self._mix(text, self.to_text(k)(vision), self.gates_t[k], "text", block),
+            self.gated_mix(vision, self.to_vision(k)(text), self.gates_v[k], "vision", block),
+            self.gated_mix(text, self.to_text(k)(vision), self.gates_t[k], "text", block),
         )
 
 

@@ -128,24 +128,27 @@ def mmrl_bmip(case: Case) -> Expected:
 
     _, eot = cm.class_prompt_embeddings(w, [TEMPLATE.format(n.replace("_", " ")) for n in case.classnames])
 
-    def text_before(i: int, x: Tensor) -> Tensor:
-        if i == blocks[0]:
-            return torch.cat([x[:, :1], own_t[0].expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)
-        if i not in blocks:
-            return x
-        j = blocks.index(i)
-        foreign = head("single_layer_v", "compound_prompt_projections_v", mode.share_visual, j, own_v[j])
-        return mixed("transformer", i, x, own_t[j], foreign, "gates_t", eot)
+    def tower_before(tower: str, own: list[Tensor], other: list[Tensor], head_names: tuple[str, str, bool],
+                     gate: str) -> cm.BeforeBlock:  # fmt: skip
+        """The first layer inserts ``own[0]``; each later one mixes ``own[j]`` with the head of ``other[j]``."""
 
-    def vision_before(i: int, x: Tensor) -> Tensor:
-        if i == blocks[0]:
-            return torch.cat([x[:, :1], own_v[0].expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)
-        if i not in blocks:
-            return x
-        j = blocks.index(i)
-        foreign = head("single_layer_t", "compound_prompt_projections_t", mode.share_text, j, own_t[j])
-        return mixed("visual.transformer", i, x, own_v[j], foreign, "gates_v", eot)
+        def before(i: int, x: Tensor) -> Tensor:
+            if i == blocks[0]:
+                return torch.cat([x[:, :1], own[0].expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)
+            if i not in blocks:
+                return x
+            j = blocks.index(i)
+            return mixed(tower, i, x, own[j], head(*head_names, j, other[j]), gate, eot)
 
+        return before
+
+    text_before = tower_before(
+        "transformer", own_t, own_v, ("single_layer_v", "compound_prompt_projections_v", mode.share_visual), "gates_t"
+    )
+    vision_before = tower_before(
+        "visual.transformer", own_v, own_t, ("single_layer_t", "compound_prompt_projections_t", mode.share_text),
+        "gates_v",
+    )  # fmt: skip
     return mmrl_expected(case, text_before, vision_before)
 
 
