@@ -40,6 +40,13 @@ _SUPERSAMPLE = 4  # shapes are drawn at 4x and downsampled (anti-aliased edges)
 SPLIT_SEED = 0
 PER_CLASS = {"train": 40, "val": 10, "test": 30}
 SHIFTED_PER_CLASS = 30
+# Dusk: the light the benchmark's images are taken in. It dims and tints the whole picture and shifts every
+# colour one step along the hue circle, so a dusk red circle looks like a dim orange one: the zero-shot
+# prompt "a photo of a {}." points at the wrong class and "a dusk photo of a {}." (what the toy CLIP was
+# pretrained on) at the right one, which is what prompt learning has to find.
+DUSK_HUE = {"red": "orange", "orange": "yellow", "yellow": "green", "green": "blue", "blue": "purple", "purple": "red"}
+DUSK_DIM = 0.7
+DUSK_LIGHT = np.array((60.0, 70.0, 130.0))
 DEFAULT_ROOT = "./data"
 
 
@@ -104,9 +111,11 @@ def render(
     background: str | None = None,
     shifted: bool = False,
     centred: bool = True,
+    dusk: bool = False,
 ) -> np.ndarray:
     """One uint8 (32, 32, 3) image of a ``colour`` ``shape``; ``shifted`` = the domain-shifted rendering,
-    ``centred`` = pretraining's framing (the datasets use ``False``: free positions and sizes)."""
+    ``centred`` = large and near the centre (``False``: free positions and sizes, which the toy CLIP's
+    features do not resolve), ``dusk`` = in dusk light (``DUSK_*``)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     s = IMAGE_SIZE * _SUPERSAMPLE
@@ -122,7 +131,7 @@ def render(
         r = rng.uniform(0.24, 0.40) * s
         cx, cy = rng.uniform(r, s - r), rng.uniform(r, s - r)
         angle = rng.uniform(-0.3, 0.3)
-    rgb = np.clip(np.array(COLOURS[colour]) + rng.uniform(-20, 20, size=3), 0, 255)
+    rgb = np.clip(np.array(COLOURS[DUSK_HUE[colour] if dusk else colour]) + rng.uniform(-20, 20, size=3), 0, 255)
     mask_img = Image.new("L", (s, s), 0)
     draw = ImageDraw.Draw(mask_img)
     if shape == "circle":
@@ -139,6 +148,8 @@ def render(
         canvas = canvas * (1 - mask) + fill * mask
     else:
         canvas = canvas * (1 - mask) + rgb * mask
+    if dusk:
+        canvas = DUSK_DIM * canvas + (1 - DUSK_DIM) * DUSK_LIGHT
     small = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).resize(
         (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX
     )
@@ -163,7 +174,7 @@ def write_images(image_dir: str, per_class: int, seed: int, shifted: bool) -> No
             name = _folder(f"{colour} {shape}")
             os.mkdir(os.path.join(tmp_dir, name))
             for i in range(per_class):
-                pixels = render(colour, shape, rng, shifted=shifted, centred=False)
+                pixels = render(colour, shape, rng, shifted=shifted, dusk=not shifted)
                 Image.fromarray(pixels).save(os.path.join(tmp_dir, name, f"{name}_{i:03d}.png"))
         print(f"Writing {per_class * len(CLASSNAMES)} ToyShapes images to {image_dir}")
 

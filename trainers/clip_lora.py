@@ -75,6 +75,8 @@ class CLIPLoRA(DeepPromptTrainer):
     SCRIPTS_DIR = "scripts/clip_lora"
     # A smoke run of two iterations (the release's budget is 500 per shot).
     SMOKE_TEST_OPTS = ("TRAINER.CLIP_LORA.N_ITERS", "2")
+    # tests/test_learning.py: 36 iterations (the others' 2 epochs) need a larger step than 500 per shot do.
+    LEARNING_TEST_OPTS = ("TRAINER.CLIP_LORA.N_ITERS", "9", "OPTIM.LR", "0.01")
 
     def build_custom_clip(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         c = self.method_cfg

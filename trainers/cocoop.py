@@ -76,6 +76,8 @@ class CoCoOp(ContextTrainer):
     """Conditional Context Optimization: cross-entropy over per-image conditioned class prompts."""
 
     CFG_NAME = "COCOOP"
+    # tests/test_learning.py's 36 steps of batch 4: the config's rate is for 10 epochs of batch 1.
+    LEARNING_TEST_OPTS = ("OPTIM.LR", "0.02")
 
     def build_clip_model(self, clip_model: nn.Module, classnames: list[str]) -> PromptedCLIP:
         c = self.method_cfg

@@ -42,6 +42,8 @@ class MultiModalAdapter(DeepPromptTrainer):
     MODEL_NAME = "adapter_learner"
     INIT_WEIGHTS_INTO_LEARNER = True  # the release loads MODEL.INIT_WEIGHTS into the adapter learner
     SCRIPTS_DIR = "scripts/mma"
+    # tests/test_learning.py's 2 epochs: adapters scaled by 0.001 barely move at the 5-epoch rate.
+    LEARNING_TEST_OPTS = ("OPTIM.LR", "0.05")
 
     def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
         return build_mma(clip_model, self.method_cfg)

@@ -24,6 +24,7 @@ class MMA_BMIP(MultiModalAdapter):  # noqa: N801  (named like PromptSRC_BMIP)
     """MultiModalAdapter whose frozen text prompts are replaced by BMIP's bi-directional prompts."""
 
     SCRIPTS_DIR = "scripts/mma_bmip"
+    LEARNING_TEST_OPTS = ()  # BMIP's prompts learn at MMA's own rate (tests/test_learning.py)
 
     def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
         return build_mma(clip_model, self.method_cfg, prompts=build_bmip_prompts(clip_model, self.cfg))

@@ -200,6 +200,8 @@ TCP_PROMPT_TEMPLATES: dict[str, str] = {
     "ImageNetA": "{}.",
     "ImageNetR": "{}.",
     "Digits": "{}.",
+    "ToyShapes": "{}.",
+    "ToyShapesShifted": "{}.",
 }
 
 
