@@ -1,9 +1,10 @@
 """ToyShapes: rendered coloured shapes, the benchmark of the toy CLIP (``toy:clip``, docs/TOY_CLIP.md).
 
 Each class is a colour-shape composition ("red circle", 6 colours x 6 shapes = 36 classes). Images are
-32x32 renderings with a random size, position and rotation, colour jitter and a background (plain, noisy,
-striped, checkered); ``tools/pretrain_toy_clip.py`` pretrains the toy CLIP on the same renderer (with
-``centred=True``: larger shapes near the centre) and captions. Labels put the compositions whose colour and shape indices have an even sum first, so the
+32x32 renderings of a large shape near the centre with a random size, offset and small rotation, colour
+jitter and a background (plain, noisy, striped, checkered), taken at dusk (``DUSK_*``: every colour shifted
+one hue, so the zero-shot prompt names the wrong class); ``tools/pretrain_toy_clip.py`` pretrains the toy
+CLIP on the same renderer, in daylight and at dusk, with captions that name the light. Labels put the compositions whose colour and shape indices have an even sum first, so the
 base half and the new half both contain every colour and every shape, in compositions the other half
 never shows (Dassl's base = the first half of the labels).
 
@@ -110,12 +111,11 @@ def render(
     rng: np.random.Generator,
     background: str | None = None,
     shifted: bool = False,
-    centred: bool = True,
     dusk: bool = False,
 ) -> np.ndarray:
-    """One uint8 (32, 32, 3) image of a ``colour`` ``shape``; ``shifted`` = the domain-shifted rendering,
-    ``centred`` = large and near the centre (``False``: free positions and sizes, which the toy CLIP's
-    features do not resolve), ``dusk`` = in dusk light (``DUSK_*``)."""
+    """One uint8 (32, 32, 3) image of a ``colour`` ``shape``, large and near the centre (freely framed
+    shapes were not resolved by the toy CLIP's features); ``shifted`` = the domain-shifted rendering,
+    ``dusk`` = in dusk light (``DUSK_*``)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     s = IMAGE_SIZE * _SUPERSAMPLE
@@ -123,14 +123,9 @@ def render(
         canvas = rng.uniform(15, 60) + rng.normal(0, 18, size=(s, s, 1)) + np.zeros((s, s, 3))
     else:
         canvas = _background(background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], rng, s)
-    if centred:  # large, near the centre, barely rotated: what a ViT pretrained for minutes learns
-        r = rng.uniform(0.34, 0.44) * s
-        cx, cy = s / 2 + rng.uniform(-0.06, 0.06) * s, s / 2 + rng.uniform(-0.06, 0.06) * s
-        angle = rng.uniform(-0.15, 0.15)
-    else:  # anywhere, smaller, more rotated: the benchmark's harder images
-        r = rng.uniform(0.24, 0.40) * s
-        cx, cy = rng.uniform(r, s - r), rng.uniform(r, s - r)
-        angle = rng.uniform(-0.3, 0.3)
+    r = rng.uniform(0.34, 0.44) * s  # large, near the centre, barely rotated: what a ViT pretrained for minutes learns
+    cx, cy = s / 2 + rng.uniform(-0.06, 0.06) * s, s / 2 + rng.uniform(-0.06, 0.06) * s
+    angle = rng.uniform(-0.15, 0.15)
     rgb = np.clip(np.array(COLOURS[DUSK_HUE[colour] if dusk else colour]) + rng.uniform(-20, 20, size=3), 0, 255)
     mask_img = Image.new("L", (s, s), 0)
     draw = ImageDraw.Draw(mask_img)
