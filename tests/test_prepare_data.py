@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import socket
 import tarfile
 import threading
@@ -391,6 +392,12 @@ def test_users_own_split_file_is_kept(world, tmp_path, capsys):
     assert code == 0, out
     assert "keeping the split file already in" in out
     assert (root / "dtd" / "split_zhou_DescribableTextures.json").read_bytes() == own
+
+
+def test_docs_list_every_source_with_its_status():
+    text = (ROOT / "docs" / "DATASETS.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (alive|dead|login|drive) \|", text, re.M))
+    assert rows == {name: ds.status for name, ds in SOURCES.items()}
 
 
 def test_bad_names_and_archives_are_one_line_errors(tmp_path, capsys):
