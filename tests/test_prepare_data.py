@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
+import shutil
 import socket
 import tarfile
 import threading
@@ -20,6 +22,7 @@ import zipfile
 from contextlib import contextmanager, redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import pytest
@@ -29,7 +32,7 @@ from test_datasets import make_cfg
 import datasets  # noqa: F401  (registers the readers)
 from engine.config import get_cfg_default
 from engine.data.datasets import DATASET_REGISTRY
-from tools import data_sources, prepare_data
+from tools import archives, data_sources, prepare_data
 from tools.archives import checksum_of
 from tools.check_data import check_dataset
 from tools.data_sources import SOURCES
@@ -58,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlparse(self.path).path
         rng = self.headers.get("Range")
         self.server.requests.append((path, rng))
+        if self.server.no_range:
+            rng = None
         data = self.server.files.get(path)
         if data is None:
             self.send_error(404, "Not Found")
@@ -84,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve(files: dict[str, bytes]):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.files, server.cut, server.requests = files, {}, []
+    server.files, server.cut, server.requests, server.no_range = files, {}, [], False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -271,6 +276,27 @@ def test_interrupted_download_resumes_with_a_range_request(dtd, capsys):
         assert (path, f"bytes={half}-") in server.requests and f"resuming dtd-r1.0.1.tar.gz at byte {half:,}" in out
 
 
+def test_a_server_without_range_support_restarts_the_download(dtd, capsys):
+    root, files, path = dtd
+    with serve(files) as (server, url):
+        server.cut[path] = len(files[path]) // 2
+        assert run(capsys, "DescribableTextures", "--root", str(root), "--mirror", url)[0] == 1
+        server.no_range = True
+        code, out = run(capsys, "DescribableTextures", "--root", str(root), "--mirror", url)
+    assert code == 0, out
+    assert "resuming" not in out and check_dataset("DescribableTextures", str(root)).ok
+
+
+def test_too_little_free_disk_stops_before_the_first_byte(dtd, capsys, monkeypatch):
+    root, files, path = dtd
+    monkeypatch.setattr(archives.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9, free=100))
+    with serve(files) as (_, url):
+        code, out = run(capsys, "DescribableTextures", "--root", str(root), "--mirror", url)
+    line = next(x for x in out.splitlines() if "are free" in x)
+    assert code == 1 and f"Downloading {url}{path} needs" in line
+    assert not (root / ".downloads" / "dtd-r1.0.1.tar.gz.part").exists()
+
+
 def test_checksum_mismatch_is_refused_and_trust_archive_passes_with_one_warning(world, tmp_path, capsys):
     bad = tmp_path / "dtd-r1.0.1.tar.gz"
     bad.write_bytes(tar({"dtd/images/banded/banded_0001.jpg": b"other bytes"}))
@@ -398,6 +424,18 @@ def test_docs_list_every_source_with_its_status():
     text = (ROOT / "docs" / "DATASETS.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \| (alive|dead|login|drive) \|", text, re.M))
     assert rows == {name: ds.status for name, ds in SOURCES.items()}
+
+
+def test_a_complete_folder_with_another_split_is_left_alone(prepared, world, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(prepared[0] / "dtd", root / "dtd")
+    split = dict(world.fakes["DescribableTextures"].split)
+    split["train"] = split["train"][:-1]  # a user's own split: other counts than the published one
+    (root / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
+    with serve({}) as (server, url):
+        code, out = run(capsys, "DescribableTextures", "--root", str(root), "--mirror", url)
+        assert server.requests == []
+    assert code == 1 and "split differs from the published one; left as it is" in out and "mismatch" in out
 
 
 def test_bad_names_and_archives_are_one_line_errors(tmp_path, capsys):

@@ -40,7 +40,7 @@ from tools.archives import (
     is_archive,
     verify,
 )
-from tools.check_data import check_dataset, format_report
+from tools.check_data import MISMATCH, check_dataset, format_report
 from tools.data_sources import SOURCES, DatasetSource, Source
 
 __all__ = ["PrepareError", "main", "prepare", "resolve_names"]
@@ -183,7 +183,7 @@ class _Run:
         for entry in sorted(os.listdir(work), key=lambda e: e == split_name):
             target = os.path.join(self.final, entry)
             if os.path.exists(target):
-                print(f"{self.ds.name}: keeping the existing {target}")
+                print(f"{self.ds.name}: keeping the existing {target} (move it away to have it replaced)")
             else:
                 os.rename(os.path.join(work, entry), target)
 
@@ -290,8 +290,12 @@ def prepare(
     os.makedirs(root, exist_ok=True)
     by_name = _archives_by_name(archives, chosen)
     for name in chosen:
-        if check_dataset(name, root).ok:
+        before = check_dataset(name, root)
+        if before.ok:
             print(f"{name}: already ready under {root}; nothing to do")
+            continue
+        if before.status == MISMATCH:  # every file is there; the split is someone's own
+            print(f"{name}: every file is there but the split differs from the published one; left as it is")
             continue
         try:
             _Run(SOURCES[name], root, by_name, trust, mirror).run()
