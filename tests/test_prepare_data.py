@@ -347,6 +347,15 @@ def _symlink_tar(name: str, target: str) -> bytes:
     return buffer.getvalue()
 
 
+def _hardlink_tar(name: str, target: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.LNKTYPE, target
+        tf.addfile(info)
+    return buffer.getvalue()
+
+
 def _zip_link(name: str, target: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
@@ -362,10 +371,13 @@ def _zip_link(name: str, target: str) -> bytes:
         ("dtd-r1.0.1.tar.gz", tar({"dtd/images/../../../escaped.txt": b"x"}), "'..' component"),
         ("dtd-r1.0.1.tar.gz", tar({"/tmp/escaped_absolute.txt": b"x"}), "absolute path"),
         ("dtd-r1.0.1.tar.gz", _symlink_tar("dtd/images/link", "../../../../etc"), "outside the destination"),
+        ("dtd-r1.0.1.tar.gz", _hardlink_tar("dtd/images/hard", "../../etc/passwd"), "outside the destination"),
         ("EuroSAT.zip", zip_({"2750/../../escaped.txt": b"x"}), "'..' component"),
+        ("EuroSAT.zip", zip_({"/tmp/escaped_absolute.txt": b"x"}), "absolute path"),
         ("EuroSAT.zip", _zip_link("2750/link", "/etc/passwd"), "outside the destination"),
     ],
-    ids=["tar-dotdot", "tar-absolute", "tar-symlink-out", "zip-dotdot", "zip-symlink-out"],
+    ids=["tar-dotdot", "tar-absolute", "tar-symlink-out", "tar-hardlink-out", "zip-dotdot", "zip-absolute",
+         "zip-symlink-out"],
 )
 def test_traversal_archives_are_refused_and_nothing_is_left(world, tmp_path, capsys, filename, data, why):
     archive = tmp_path / "in" / filename
