@@ -338,20 +338,11 @@ def test_404_and_refused_connection_name_the_url_and_the_archive_way(dtd, capsys
     assert "--archive dtd-r1.0.1.tar.gz" in lines[0]
 
 
-def _symlink_tar(name: str, target: str) -> bytes:
+def _link_tar(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
         info = tarfile.TarInfo(name)
-        info.type, info.linkname = tarfile.SYMTYPE, target
-        tf.addfile(info)
-    return buffer.getvalue()
-
-
-def _hardlink_tar(name: str, target: str) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
-        info = tarfile.TarInfo(name)
-        info.type, info.linkname = tarfile.LNKTYPE, target
+        info.type, info.linkname = kind, target
         tf.addfile(info)
     return buffer.getvalue()
 
@@ -370,8 +361,8 @@ def _zip_link(name: str, target: str) -> bytes:
     [
         ("dtd-r1.0.1.tar.gz", tar({"dtd/images/../../../escaped.txt": b"x"}), "'..' component"),
         ("dtd-r1.0.1.tar.gz", tar({"/tmp/escaped_absolute.txt": b"x"}), "absolute path"),
-        ("dtd-r1.0.1.tar.gz", _symlink_tar("dtd/images/link", "../../../../etc"), "outside the destination"),
-        ("dtd-r1.0.1.tar.gz", _hardlink_tar("dtd/images/hard", "../../etc/passwd"), "outside the destination"),
+        ("dtd-r1.0.1.tar.gz", _link_tar("dtd/images/link", "../../../../etc"), "outside the destination"),
+        ("dtd-r1.0.1.tar.gz", _link_tar("dtd/images/hard", "../../etc/passwd", tarfile.LNKTYPE), "outside the destination"),
         ("EuroSAT.zip", zip_({"2750/../../escaped.txt": b"x"}), "'..' component"),
         ("EuroSAT.zip", zip_({"/tmp/escaped_absolute.txt": b"x"}), "absolute path"),
         ("EuroSAT.zip", _zip_link("2750/link", "/etc/passwd"), "outside the destination"),

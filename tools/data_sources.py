@@ -37,6 +37,8 @@ _COOP_SPLITS = (
     "https://raw.githubusercontent.com/linzhiqiu/cross_modal_adaptation/"
     "c7e7e68ae4eeadfab98e7886b2d6c9cf48a7ceb5/splits/"
 )
+_VGG = "https://www.robots.ox.ac.uk/~vgg/data"
+_BERKELEY = "https://people.eecs.berkeley.edu/~hendrycks"
 _COOP_DRIVE = "CoOp's Google Drive link in its DATASETS.md (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md)"
 
 
@@ -63,8 +65,19 @@ class DatasetSource:
     guidance: tuple[str, ...] = field(default=())  # two lines printed when a needed file has no URL
 
 
-def _split(filename: str, checksum: str) -> Source:
+def _split(dataset: str, checksum: str) -> Source:
+    """CoOp's ``split_zhou_<dataset>.json`` at the pinned commit."""
+    filename = f"split_zhou_{dataset}.json"
     return Source(filename, _COOP_SPLITS + filename, checksum, places=(("", filename),))
+
+
+def _fetched(url: str, checksum: str | None, *places: tuple[str, str], inner: str | None = None) -> Source:
+    """A file with a public URL, named as the URL's last path component."""
+    return Source(url.rsplit("/", 1)[1], url, checksum, places=places, inner=inner)
+
+
+def _alive(name: str, origin: str, *sources: Source, **kw) -> DatasetSource:
+    return DatasetSource(name, "alive", origin, sources, **kw)
 
 
 def _classnames() -> Source:
@@ -97,27 +110,20 @@ SOURCES: dict[str, DatasetSource] = {
             ),
             handler="imagenet", guidance=_IMAGENET_GUIDANCE,
         ),
-        DatasetSource(
-            "Caltech101", "alive", "https://data.caltech.edu/records/mzrjq-6wc02",
-            (
-                Source(
-                    "caltech-101.zip", "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip",
-                    "md5:3138e1922a9193bfa496528edbbc45d0",
-                    places=(("101_ObjectCategories", "101_ObjectCategories"),),
-                    inner="caltech-101/101_ObjectCategories.tar.gz",
-                ),
+        _alive(
+            "Caltech101", "https://data.caltech.edu/records/mzrjq-6wc02",
+            _fetched(
+                "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip",
+                "md5:3138e1922a9193bfa496528edbbc45d0",
+                ("101_ObjectCategories", "101_ObjectCategories"),
+                inner="caltech-101/101_ObjectCategories.tar.gz",
             ),
-            split=_split("split_zhou_Caltech101.json", "sha256:52ce83205ff8ff8a1a18119aad6376120ae35c36e783a984bc560cbf10e73fa5"),
+            split=_split("Caltech101", "sha256:52ce83205ff8ff8a1a18119aad6376120ae35c36e783a984bc560cbf10e73fa5"),
         ),
-        DatasetSource(
-            "OxfordPets", "alive", "https://www.robots.ox.ac.uk/~vgg/data/pets/",
-            (
-                Source(
-                    "images.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
-                    "md5:5c4f3ee8e5d25df40f4fd59a7f44e54c", places=(("images", "images"),),
-                ),
-            ),
-            split=_split("split_zhou_OxfordPets.json", "sha256:d7f3ffe65b3919f95132e51422894ae18686b83c331fd8c0adcdc3dc2de6301e"),
+        _alive(
+            "OxfordPets", f"{_VGG}/pets/",
+            _fetched(f"{_VGG}/pets/data/images.tar.gz", "md5:5c4f3ee8e5d25df40f4fd59a7f44e54c", ("images", "images")),
+            split=_split("OxfordPets", "sha256:d7f3ffe65b3919f95132e51422894ae18686b83c331fd8c0adcdc3dc2de6301e"),
         ),
         DatasetSource(
             "StanfordCars", "dead", "https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
@@ -127,7 +133,7 @@ SOURCES: dict[str, DatasetSource] = {
                 Source("cars_test.tgz", None, "md5:4ce7ebf6a94d07f1952d94dd34c4d501",
                        places=(("cars_test", "cars_test"),)),
             ),
-            split=_split("split_zhou_StanfordCars.json", "sha256:40acee7aa65c8e4727a32d90e884b7c3f8960b523422317e163f7af65432959d"),
+            split=_split("StanfordCars", "sha256:40acee7aa65c8e4727a32d90e884b7c3f8960b523422317e163f7af65432959d"),
             guidance=(
                 "Stanford's download links for Stanford Cars are dead: find cars_train.tgz and cars_test.tgz "
                 "(md5 065e5b46..., 4ce7ebf6...) on a mirror you trust (e.g. a Kaggle copy of the original archives).",
@@ -135,126 +141,90 @@ SOURCES: dict[str, DatasetSource] = {
                 "--archive cars_train.tgz --archive cars_test.tgz",
             ),
         ),
-        DatasetSource(
-            "OxfordFlowers", "alive", "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
-            (
-                Source(
-                    "102flowers.tgz", "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/102flowers.tgz",
-                    "md5:52808999861908f626f3c1f4e79d11fa", places=(("jpg", "jpg"),),
-                ),
-            ),
-            split=_split("split_zhou_OxfordFlowers.json", "sha256:2f50c42fc1a17ca13c271cb4269b1347bdb43d2be672e34f74a4e4cbfbcca794"),
+        _alive(
+            "OxfordFlowers", f"{_VGG}/flowers/102/",
+            _fetched(f"{_VGG}/flowers/102/102flowers.tgz", "md5:52808999861908f626f3c1f4e79d11fa", ("jpg", "jpg")),
+            split=_split("OxfordFlowers", "sha256:2f50c42fc1a17ca13c271cb4269b1347bdb43d2be672e34f74a4e4cbfbcca794"),
         ),
-        DatasetSource(
-            "Food101", "alive", "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
-            (
-                Source(
-                    "food-101.tar.gz", "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
-                    "md5:85eeb15f3717b99a5da872d97d918f87", places=(("food-101", ""),),
-                ),
+        _alive(
+            "Food101", "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
+            _fetched(
+                "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz", "md5:85eeb15f3717b99a5da872d97d918f87", ("food-101", "")
             ),
-            split=_split("split_zhou_Food101.json", "gitblob:39557040ee6501bd32aa8b5dfd75f7941a32f0a7"),
+            split=_split("Food101", "gitblob:39557040ee6501bd32aa8b5dfd75f7941a32f0a7"),
         ),
-        DatasetSource(
-            "FGVCAircraft", "alive", "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
-            (
-                Source(
-                    "fgvc-aircraft-2013b.tar.gz",
-                    "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
-                    None, places=(("fgvc-aircraft-2013b/data", ""),),
-                ),
+        _alive(
+            "FGVCAircraft", f"{_VGG}/fgvc-aircraft/",
+            _fetched(f"{_VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz", None, ("fgvc-aircraft-2013b/data", "")),
+        ),
+        _alive(
+            "SUN397", "https://vision.princeton.edu/projects/2010/SUN/",
+            _fetched(
+                "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
+                "md5:8ca2778205c41d23104230ba66911c7a",
+                ("SUN397", "SUN397"),
+            ),
+            split=_split("SUN397", "gitblob:8d5725db8f70bcf02245665304f863e68f96a24c"),
+        ),
+        _alive(
+            "DescribableTextures", f"{_VGG}/dtd/",
+            _fetched(f"{_VGG}/dtd/download/dtd-r1.0.1.tar.gz", "md5:fff73e5086ae6bdbea199a49dfb8a4c1", ("dtd", "")),
+            split=_split(
+                "DescribableTextures", "sha256:f26ebeccd2b58e68d70f07a0dc39fe49bf7b69024bac34396b954dfd87969c38"
             ),
         ),
-        DatasetSource(
-            "SUN397", "alive", "https://vision.princeton.edu/projects/2010/SUN/",
-            (
-                Source(
-                    "SUN397.tar.gz", "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
-                    "md5:8ca2778205c41d23104230ba66911c7a", places=(("SUN397", "SUN397"),),
-                ),
+        _alive(
+            "EuroSAT", "https://github.com/phelber/eurosat",
+            _fetched(
+                "https://huggingface.co/datasets/torchgeo/eurosat/resolve/"
+                "c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",
+                "md5:c8fa014336c82ac7804f0398fcb19387",
+                ("2750", "2750"),
             ),
-            split=_split("split_zhou_SUN397.json", "gitblob:8d5725db8f70bcf02245665304f863e68f96a24c"),
-        ),
-        DatasetSource(
-            "DescribableTextures", "alive", "https://www.robots.ox.ac.uk/~vgg/data/dtd/",
-            (
-                Source(
-                    "dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
-                    "md5:fff73e5086ae6bdbea199a49dfb8a4c1", places=(("dtd", ""),),
-                ),
-            ),
-            split=_split("split_zhou_DescribableTextures.json", "sha256:f26ebeccd2b58e68d70f07a0dc39fe49bf7b69024bac34396b954dfd87969c38"),
-        ),
-        DatasetSource(
-            "EuroSAT", "alive", "https://github.com/phelber/eurosat",
-            (
-                Source(
-                    "EuroSAT.zip",
-                    "https://huggingface.co/datasets/torchgeo/eurosat/resolve/"
-                    "c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",
-                    "md5:c8fa014336c82ac7804f0398fcb19387", places=(("2750", "2750"),),
-                ),
-            ),
-            split=_split("split_zhou_EuroSAT.json", "sha256:541503a77d0b26b735d85ec7a3e672804fe0aa466c2e5f07da772cc6c0af8ad2"),
+            split=_split("EuroSAT", "sha256:541503a77d0b26b735d85ec7a3e672804fe0aa466c2e5f07da772cc6c0af8ad2"),
         ),
         DatasetSource(
             "UCF101", "drive", "https://www.crcv.ucf.edu/data/UCF101.php (frames: CoOp)",
             (
                 Source("UCF-101-midframes.zip", None, None, places=(("UCF-101-midframes", "UCF-101-midframes"),)),
             ),
-            split=_split("split_zhou_UCF101.json", "sha256:d78cb834f7c5792ceaff2c5ee2d7c76a9e4086e48a3a6b01232989d29cbefdd8"),
+            split=_split("UCF101", "sha256:d78cb834f7c5792ceaff2c5ee2d7c76a9e4086e48a3a6b01232989d29cbefdd8"),
             guidance=(
                 "UCF101's middle frames exist only as CoOp's UCF-101-midframes.zip on Google Drive: download it "
                 "in a browser from " + _COOP_DRIVE + ".",
                 "Then: python -m tools.prepare_data UCF101 --root $DATA --archive UCF-101-midframes.zip",
             ),
         ),
-        DatasetSource(
-            "ImageNetV2", "alive", "https://github.com/modestyachts/ImageNetV2",
-            (
-                Source(
-                    "imagenetv2-matched-frequency.tar.gz",
-                    "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
-                    "imagenetv2-matched-frequency.tar.gz",
-                    None,
-                    places=(("imagenetv2-matched-frequency-format-val", "imagenetv2-matched-frequency-format-val"),),
-                ),
-                _classnames(),
+        _alive(
+            "ImageNetV2", "https://github.com/modestyachts/ImageNetV2",
+            _fetched(
+                "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz",
+                None,
+                ("imagenetv2-matched-frequency-format-val", "imagenetv2-matched-frequency-format-val"),
             ),
+            _classnames(),
             guidance=_VARIANT_GUIDANCE,
         ),
-        DatasetSource(
-            "ImageNetSketch", "alive", "https://github.com/HaohanWang/ImageNet-Sketch",
-            (
-                Source(
-                    "ImageNet-Sketch.zip",
-                    "https://huggingface.co/datasets/songweig/imagenet_sketch/resolve/main/data/ImageNet-Sketch.zip",
-                    None, places=(("sketch", "images"),),
-                ),
-                _classnames(),
+        _alive(
+            "ImageNetSketch", "https://github.com/HaohanWang/ImageNet-Sketch",
+            _fetched(
+                "https://huggingface.co/datasets/songweig/imagenet_sketch/resolve/main/data/ImageNet-Sketch.zip",
+                None,
+                ("sketch", "images"),
             ),
+            _classnames(),
             guidance=_VARIANT_GUIDANCE,
         ),
-        DatasetSource(
-            "ImageNetA", "alive", "https://github.com/hendrycks/natural-adv-examples",
-            (
-                Source(
-                    "imagenet-a.tar", "https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar",
-                    "md5:c3e55429088dc681f30d81f4726b6595", places=(("imagenet-a", "imagenet-a"),),
-                ),
-                _classnames(),
-            ),
+        _alive(
+            "ImageNetA", "https://github.com/hendrycks/natural-adv-examples",
+            _fetched(f"{_BERKELEY}/imagenet-a.tar", "md5:c3e55429088dc681f30d81f4726b6595", ("imagenet-a", "imagenet-a")),
+            _classnames(),
             guidance=_VARIANT_GUIDANCE,
         ),
-        DatasetSource(
-            "ImageNetR", "alive", "https://github.com/hendrycks/imagenet-r",
-            (
-                Source(
-                    "imagenet-r.tar", "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar",
-                    "md5:a61312130a589d0ca1a8fca1f2bd3337", places=(("imagenet-r", "imagenet-r"),),
-                ),
-                _classnames(),
-            ),
+        _alive(
+            "ImageNetR", "https://github.com/hendrycks/imagenet-r",
+            _fetched(f"{_BERKELEY}/imagenet-r.tar", "md5:a61312130a589d0ca1a8fca1f2bd3337", ("imagenet-r", "imagenet-r")),
+            _classnames(),
             guidance=_VARIANT_GUIDANCE,
         ),
     )
