@@ -84,7 +84,7 @@ def _check_split_file(report: DatasetReport, cls: type, dataset_dir: str) -> Non
         report.missing.append(split_path)
         report.problems.append(
             "split file absent: the reader would generate a new random split, which does not match the "
-            "published one (download it with the images, see docs/DATASETS.md)"
+            "published one (python -m tools.prepare_data installs CoOp's file; see docs/DATASETS.md)"
         )
         return
     prefix = probe.split_prefix
@@ -204,7 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Dataset root: {os.path.abspath(os.path.expanduser(args.root))}")
     print(format_report(reports, args.max_missing))
     if any(r.status == MISSING for r in reports):
-        print(f"{MISSING}: the dataset's folder is not under the root (not downloaded); docs/DATASETS.md says how")
+        print(
+            f"{MISSING}: the dataset's folder is not under the root (not downloaded); "
+            f"python -m tools.prepare_data NAME --root {args.root} fetches it (docs/DATASETS.md)"
+        )
     return 0 if all(r.ok for r in reports) else 1
 
 
