@@ -91,16 +91,27 @@ class Attention(nn.Module):
 
 
 class ResidualAttentionBlock(AttentionProbes, nn.Module):
-    """Pre-LN transformer block; ``causal`` selects the text tower's mask (built for any length)."""
+    """Pre-LN transformer block; ``causal`` selects the text tower's mask (built for any length).
 
-    def __init__(self, d_model: int, n_head: int, causal: bool = False) -> None:
+    ``activation`` is the MLP's: QuickGELU (OpenAI's weights and open_clip's ``-quickgelu`` models) or
+    ``nn.GELU`` (open_clip's other models); the module keeps OpenAI's name ``mlp.gelu`` either way."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        causal: bool = False,
+        mlp_ratio: float = 4.0,
+        activation: type[nn.Module] = QuickGELU,
+    ) -> None:
         super().__init__()
         self.attn = Attention(d_model, n_head)
         self.ln_1 = LayerNorm(d_model)
+        mlp_width = int(d_model * mlp_ratio)  # open_clip's rounding (ViT-g/bigG have fractional ratios)
         self.mlp = nn.Sequential()
-        self.mlp.add_module("c_fc", nn.Linear(d_model, d_model * 4))
-        self.mlp.add_module("gelu", QuickGELU())
-        self.mlp.add_module("c_proj", nn.Linear(d_model * 4, d_model))
+        self.mlp.add_module("c_fc", nn.Linear(d_model, mlp_width))
+        self.mlp.add_module("gelu", activation())
+        self.mlp.add_module("c_proj", nn.Linear(mlp_width, d_model))
         self.ln_2 = LayerNorm(d_model)
         self.causal = causal
         self._memo: Optional[dict[int, Probed]] = None
@@ -138,14 +149,21 @@ class Transformer(nn.Module):
     """
 
     def __init__(
-        self, width: int, layers: int, heads: int, causal: bool = False, batch_first: bool = True
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        causal: bool = False,
+        batch_first: bool = True,
+        mlp_ratio: float = 4.0,
+        activation: type[nn.Module] = QuickGELU,
     ) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
         self.batch_first = batch_first
         self.resblocks = nn.Sequential(
-            *[ResidualAttentionBlock(width, heads, causal=causal) for _ in range(layers)]
+            *[ResidualAttentionBlock(width, heads, causal, mlp_ratio, activation) for _ in range(layers)]
         )
 
     def forward(self, x: Tensor, hook: Optional[Hook] = None, batch_first: Optional[bool] = None) -> Tensor:

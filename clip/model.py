@@ -22,6 +22,7 @@ from .probes import Probed, QueryRows
 from .towers import AttentionPool2d, Bottleneck, ModifiedResNet, VisionTransformer
 
 __all__ = [
+    "ACTIVATIONS",
     "CLIP",
     "PRECISIONS",
     "Attention",
@@ -45,9 +46,17 @@ __all__ = [
     "to_precision",
 ]
 
+# The MLP activations of the CLIP family: OpenAI's weights were trained with QuickGELU, most of open_clip's
+# with the exact GELU.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
 
 class CLIP(nn.Module):
     """CLIP with OpenAI's constructor signature and parameter names; batch-first towers with hooks.
+
+    The keyword-only arguments describe the rest of the CLIP family (open_clip's configs,
+    clip/open_clip_backbone.py): image heads when they are not width // 64, MLP width ratios, the MLP
+    activation ("quick_gelu" as OpenAI's weights, or "gelu"), and an optional logit bias.
 
     ``vision_layers`` is the OpenAI argument: an int (ViT depth) or a 4-tuple (ResNet stage depths).
     After construction the attribute ``vision_layers`` is the number of hookable image blocks (0 for
@@ -66,8 +75,18 @@ class CLIP(nn.Module):
         transformer_width: int,
         transformer_heads: int,
         transformer_layers: int,
+        *,
+        vision_heads: Optional[int] = None,
+        vision_mlp_ratio: float = 4.0,
+        text_mlp_ratio: float = 4.0,
+        activation: str = "quick_gelu",
+        logit_bias: Optional[float] = None,
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
+        act = ACTIVATIONS[activation]
+        self.activation = activation
         self.context_length = context_length
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
@@ -77,7 +96,7 @@ class CLIP(nn.Module):
         self.image_resolution = image_resolution
         self.visual: Union[VisionTransformer, ModifiedResNet]
         if isinstance(vision_layers, (tuple, list)):
-            heads = vision_width * 32 // 64
+            heads = vision_heads or vision_width * 32 // 64
             self.visual = ModifiedResNet(
                 tuple(vision_layers), embed_dim, heads, image_resolution, vision_width
             )
@@ -86,18 +105,25 @@ class CLIP(nn.Module):
         else:
             if vision_patch_size is None:
                 raise ValueError("a ViT image tower needs vision_patch_size")
-            heads = vision_width // 64
+            heads = vision_heads or vision_width // 64
             self.visual = VisionTransformer(
-                image_resolution, vision_patch_size, vision_width, vision_layers, heads, embed_dim
-            )
+                image_resolution, vision_patch_size, vision_width, vision_layers, heads, embed_dim,
+                vision_mlp_ratio, act,
+            )  # fmt: skip
             self.vision_layers = vision_layers
             self.vision_stage_layers = None
-        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal=True)
+        self.transformer = Transformer(
+            transformer_width, transformer_layers, transformer_heads, causal=True, mlp_ratio=text_mlp_ratio,
+            activation=act,
+        )  # fmt: skip
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)
         self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # A constant added to every logit (open_clip configs with ``init_logit_bias``); softmax and argmax
+        # over classes ignore it, so the trainers, which compute their own logits, need not add it.
+        self.logit_bias = None if logit_bias is None else nn.Parameter(torch.tensor(float(logit_bias)))
         # Default of ``trim`` in the text encoders; False runs all 77 positions as the official code does
         # (the benchmark's "before", docs/PERFORMANCE.md).
         self.trim_text = True
@@ -189,6 +215,8 @@ class CLIP(nn.Module):
         image_features = F.normalize(self.encode_image(images), dim=-1)
         text_features = F.normalize(self.encode_text(token_ids), dim=-1)
         logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.t()
 
 

@@ -8,14 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import Hook, LayerNorm, Transformer
+from .blocks import Hook, LayerNorm, QuickGELU, Transformer
 
 
 class VisionTransformer(nn.Module):
     """ViT image tower. Optional prompts are appended after the patch tokens (no positional embedding)."""
 
     def __init__(
-        self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int
+        self,
+        input_resolution: int,
+        patch_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        output_dim: int,
+        mlp_ratio: float = 4.0,
+        activation: type[nn.Module] = QuickGELU,
     ) -> None:
         super().__init__()
         self.input_resolution = input_resolution
@@ -26,7 +34,7 @@ class VisionTransformer(nn.Module):
         grid = input_resolution // patch_size
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid**2 + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, mlp_ratio=mlp_ratio, activation=activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
