@@ -23,6 +23,7 @@ import train
 from clip import open_clip_backbone
 from clip.pretrained import WeightsUnavailableError
 from engine.data.transforms import build_transform
+from tools import open_clip_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-12
@@ -182,3 +183,6 @@ def test_supported_list_is_computed_from_open_clips_configs():
         assert name in open_clip.list_models() and name not in supported
     documented = (ROOT / "docs/CLIP.md").read_text()
     assert all(f"`{name}`" in documented for name in supported if not name.endswith("-test"))
+    # The table is the current one (tools/open_clip_table.py); rows of this module's test shapes aside.
+    rows = [line for line in open_clip_table.render().splitlines() if "-test`" not in line]
+    assert all(row in documented for row in rows)
