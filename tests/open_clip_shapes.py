@@ -47,14 +47,16 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# 12 blocks per tower (the paper configs' prompt depths 9 and 12), small images: train.py sizes the inputs
+# from the model's config.
 TRAINER_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "ViT-B-16-deep-test": ("ViT-B-16", dict(embed_dim=48, vision_cfg=_vit(32, 224, 64, 12, 32), text_cfg=_text(64, 2, 12))),
+    "ViT-B-16-deep-test": ("ViT-B-16", dict(embed_dim=48, vision_cfg=_vit(16, 64, 64, 12, 32), text_cfg=_text(64, 2, 12))),
     "ViT-B-16-quickgelu-deep-test": (
         "ViT-B-16-quickgelu",
-        dict(embed_dim=48, quick_gelu=True, vision_cfg=_vit(32, 224, 64, 12, 32), text_cfg=_text(64, 2, 12)),
+        dict(embed_dim=48, quick_gelu=True, vision_cfg=_vit(16, 64, 64, 12, 32), text_cfg=_text(64, 2, 12)),
     ),
-    # ViT-L/14: 24 image blocks, 12 text blocks, patch 14 on 224 pixels, three different widths.
-    "ViT-L-14-deep-test": ("ViT-L-14", dict(embed_dim=40, vision_cfg=_vit(14, 224, 48, 24, 16), text_cfg=_text(64, 2, 12))),
+    # ViT-L/14: 24 image blocks, 12 text blocks, patch 14, three different widths (image 48, text 64, embed 40).
+    "ViT-L-14-deep-test": ("ViT-L-14", dict(embed_dim=40, vision_cfg=_vit(14, 56, 48, 24, 16), text_cfg=_text(64, 2, 12))),
 }
 
 
