@@ -27,22 +27,39 @@ def _text(width: int, heads: int, layers: int) -> dict[str, Any]:
 
 # name -> (open_clip family it shrinks, config); depths small for the equality tests.
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "ViT-B-32-test": ("ViT-B-32", dict(embed_dim=48, vision_cfg=_vit(32, 64, 128, 2), text_cfg=_text(64, 2, 2))),
-    "ViT-B-16-test": ("ViT-B-16", dict(embed_dim=48, vision_cfg=_vit(16, 64, 128, 2), text_cfg=_text(64, 2, 2))),
+    "ViT-B-32-test": (
+        "ViT-B-32",
+        dict(embed_dim=48, vision_cfg=_vit(32, 64, 128, 2), text_cfg=_text(64, 2, 2)),
+    ),
+    "ViT-B-16-test": (
+        "ViT-B-16",
+        dict(embed_dim=48, vision_cfg=_vit(16, 64, 128, 2), text_cfg=_text(64, 2, 2)),
+    ),
     "ViT-B-16-quickgelu-test": (
         "ViT-B-16-quickgelu",
         dict(embed_dim=48, quick_gelu=True, vision_cfg=_vit(16, 64, 128, 2), text_cfg=_text(64, 2, 2)),
     ),
     # ViT-L/14: patch 14, image and text widths and embed_dim all different, as in the real model.
-    "ViT-L-14-test": ("ViT-L-14", dict(embed_dim=40, vision_cfg=_vit(14, 56, 96, 2, 32), text_cfg=_text(64, 2, 2))),
+    "ViT-L-14-test": (
+        "ViT-L-14",
+        dict(embed_dim=40, vision_cfg=_vit(14, 56, 96, 2, 32), text_cfg=_text(64, 2, 2)),
+    ),
     # ViT-g/bigG-style fractional MLP ratio and 88-wide heads; ResNet (RN50 family) tower.
     "ViT-g-14-test": (
         "ViT-g-14",
-        dict(embed_dim=32, vision_cfg={**_vit(14, 28, 88, 2, 44), "mlp_ratio": 4.3637}, text_cfg=_text(64, 2, 2)),
+        dict(
+            embed_dim=32,
+            vision_cfg={**_vit(14, 28, 88, 2, 44), "mlp_ratio": 4.3637},
+            text_cfg=_text(64, 2, 2),
+        ),
     ),
     "RN50-test": (
         "RN50",
-        dict(embed_dim=32, vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=16), text_cfg=_text(64, 2, 2)),
+        dict(
+            embed_dim=32,
+            vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=16),
+            text_cfg=_text(64, 2, 2),
+        ),
     ),
 }
 
@@ -50,13 +67,19 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
 # 12 blocks per tower (the paper configs' prompt depths 9 and 12), small images: train.py sizes the inputs
 # from the model's config.
 TRAINER_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "ViT-B-16-deep-test": ("ViT-B-16", dict(embed_dim=48, vision_cfg=_vit(16, 64, 64, 12, 32), text_cfg=_text(64, 2, 12))),
+    "ViT-B-16-deep-test": (
+        "ViT-B-16",
+        dict(embed_dim=48, vision_cfg=_vit(16, 64, 64, 12, 32), text_cfg=_text(64, 2, 12)),
+    ),
     "ViT-B-16-quickgelu-deep-test": (
         "ViT-B-16-quickgelu",
         dict(embed_dim=48, quick_gelu=True, vision_cfg=_vit(16, 64, 64, 12, 32), text_cfg=_text(64, 2, 12)),
     ),
     # ViT-L/14: 24 image blocks, 12 text blocks, patch 14, three different widths (image 48, text 64, embed 40).
-    "ViT-L-14-deep-test": ("ViT-L-14", dict(embed_dim=40, vision_cfg=_vit(14, 56, 48, 24, 16), text_cfg=_text(64, 2, 12))),
+    "ViT-L-14-deep-test": (
+        "ViT-L-14",
+        dict(embed_dim=40, vision_cfg=_vit(14, 56, 48, 24, 16), text_cfg=_text(64, 2, 12)),
+    ),
 }
 
 

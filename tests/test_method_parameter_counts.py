@@ -33,7 +33,11 @@ def documented() -> dict[str, tuple[int, int]]:
 
 
 def test_trainable_parameter_counts_at_vit_b16_and_vit_l14(tmp_path, monkeypatch):
-    names = [n for n in TRAINER_REGISTRY.registered_names() if not getattr(TRAINER_REGISTRY.get(n), "ZERO_SHOT", False)]
+    names = [
+        n
+        for n in TRAINER_REGISTRY.registered_names()
+        if not getattr(TRAINER_REGISTRY.get(n), "ZERO_SHOT", False)
+    ]
     counts: dict[str, list[int]] = {n: [] for n in names}
     build = clip.build_clip
     for backbone in BACKBONES:

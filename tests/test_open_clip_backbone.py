@@ -41,7 +41,9 @@ def real_images() -> list[Image.Image]:
     """Digits (8x8 grey, upscaled to a non-square size) and a generated non-square RGB picture."""
     digits = load_digits()
     images = [
-        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((37 + 5 * i, 29), Image.NEAREST)
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize(
+            (37 + 5 * i, 29), Image.NEAREST
+        )
         for i in range(3)
     ]
     y, x = np.mgrid[0:41, 0:67]
@@ -76,8 +78,11 @@ def test_logit_bias_of_the_config_is_carried(tmp_path, saved):
     # The bias comes from the file, not from the config (which has none): a mismatched key is named.
     with pytest.raises(ValueError, match="unexpected keys logit_bias"):
         clip.build_clip(f"open_clip:ViT-B-32-test/{tmp_path / 'bias.pt'}")
-    ours = clip.CLIP(**open_clip_backbone.clip_arguments({**open_clip.get_model_config("ViT-B-32-test"),
-                                                          "init_logit_bias": -3.5}, False))
+    ours = clip.CLIP(
+        **open_clip_backbone.clip_arguments(
+            {**open_clip.get_model_config("ViT-B-32-test"), "init_logit_bias": -3.5}, False
+        )
+    )
     ours.load_state_dict(reference.state_dict())
     ours = ours.double().eval()
     images = torch.randn(2, 3, 64, 64, dtype=torch.float64)
@@ -124,7 +129,9 @@ def test_pretrained_tag_decides_preprocessing_and_activation(saved, monkeypatch)
     path = saved["ViT-B-16-test"][0]
     fetched = []
     monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: {"quick_gelu": True, "url": "x"})
-    monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, cache_dir=None: fetched.append(cfg) or str(path))
+    monkeypatch.setattr(
+        open_clip, "download_pretrained", lambda cfg, cache_dir=None: fetched.append(cfg) or str(path)
+    )
     model = clip.build_clip("open_clip:ViT-B-16-test/metaclip_fullcc")
     assert fetched and model.activation == "quick_gelu"
 
@@ -171,13 +178,23 @@ def test_bad_names_and_wrong_checkpoints_are_named(saved, tmp_path):
     assert "visual.conv1.weight (128, 3, 32, 32) vs (128, 3, 16, 16)" in message
     assert "visual.positional_embedding" in message
     # A ResNet file read as a ViT: missing and unexpected keys are named.
-    with pytest.raises(ValueError, match=r"missing keys visual\.class_embedding.*unexpected keys visual\.attnpool"):
+    with pytest.raises(
+        ValueError, match=r"missing keys visual\.class_embedding.*unexpected keys visual\.attnpool"
+    ):
         clip.build_clip(f"open_clip:ViT-B-16-test/{saved['RN50-test'][0]}")
 
 
 def test_supported_list_is_computed_from_open_clips_configs():
     supported = open_clip_backbone.supported_models()
-    for name in ("ViT-B-32", "ViT-B-16", "ViT-B-16-quickgelu", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "RN50"):
+    for name in (
+        "ViT-B-32",
+        "ViT-B-16",
+        "ViT-B-16-quickgelu",
+        "ViT-L-14",
+        "ViT-L-14-336",
+        "ViT-H-14",
+        "RN50",
+    ):
         assert name in supported
     for name in ("ViT-B-16-SigLIP", "coca_ViT-B-32", "EVA02-B-16", "convnext_base", "ViT-M-16-alt"):
         assert name in open_clip.list_models() and name not in supported

@@ -28,7 +28,9 @@ from engine.engine import TRAINER_REGISTRY, build_trainer
 pytestmark = pytest.mark.backbones
 
 ROOT = Path(__file__).resolve().parents[1]
-SETUP = re.compile(r'lib_setup[ \t]+"?(?:\$\{TRAINER:-)?(\w+)\}?"?[ \t]+(\S+)[ \t]+\S+(?:[ \t]+(\w[\w.+-]*))?')
+SETUP = re.compile(
+    r'lib_setup[ \t]+"?(?:\$\{TRAINER:-)?(\w+)\}?"?[ \t]+(\S+)[ \t]+\S+(?:[ \t]+(\w[\w.+-]*))?'
+)
 
 
 def base2new_config(name: str) -> Path:
@@ -91,12 +93,16 @@ def test_bmip_base2new_script_runs_on_an_open_clip_vit_b32_file(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "vit_b32.pt"
     torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), path)
-    smoke = [o for pair in zip(SMOKE_OPTS[::2], SMOKE_OPTS[1::2]) if pair[0] != "MODEL.BACKBONE.NAME" for o in pair]
+    smoke = [
+        o for pair in zip(SMOKE_OPTS[::2], SMOKE_OPTS[1::2]) if pair[0] != "MODEL.BACKBONE.NAME" for o in pair
+    ]
     env = {"DATA": str(tmp_path / "data"), "OUTPUT": str(tmp_path / "out"), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     run_script(ROOT / "scripts/bmip/base2new_train.sh",
                ["digits", "1", "MODEL.BACKBONE.NAME", f"open_clip:ViT-B-32/{path}", *smoke], env)  # fmt: skip
-    log = (tmp_path / "out/base2new/train_base/digits/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1/log.txt").read_text()
+    log = (
+        tmp_path / "out/base2new/train_base/digits/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1/log.txt"
+    ).read_text()
     assert "Loaded open_clip backbone" in log or f"open_clip:ViT-B-32/{path}" in log
     assert "Finish training" in log.splitlines() and ACCURACY.search(log)
 
@@ -110,9 +116,15 @@ def test_backbone_switch_of_every_script(lib_env):  # noqa: F811
     args = argv(out / "base2new/train_base/digits/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx@ViT-L-14/seed1")
     assert flag(args, "MODEL.BACKBONE.NAME") == "ViT-L/14"
     run_script(ROOT / "scripts/maple/base2new_test.sh", ["digits", "1"], env)
-    test_args = argv(out / "base2new/test_new/digits/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx@ViT-L-14/seed1")
-    assert flag(test_args, "MODEL.BACKBONE.NAME") == "ViT-L/14" and flag(test_args, "--model-dir").endswith("@ViT-L-14/seed1")
+    test_args = argv(
+        out / "base2new/test_new/digits/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx@ViT-L-14/seed1"
+    )
+    assert flag(test_args, "MODEL.BACKBONE.NAME") == "ViT-L/14" and flag(test_args, "--model-dir").endswith(
+        "@ViT-L-14/seed1"
+    )
     env["BACKBONE"] = "open_clip:ViT-L-14/datacomp_xl_s13b_b90k"
     run_script(ROOT / "scripts/coop/xd_train.sh", ["imagenet", "1", "MODEL.BACKBONE.NAME", "RN50"], env)
-    args = argv(out / "imagenet/CoOp/vit_b16_ep50_ctxv1@open_clip-ViT-L-14-datacomp_xl_s13b_b90k_16shots/seed1")
+    args = argv(
+        out / "imagenet/CoOp/vit_b16_ep50_ctxv1@open_clip-ViT-L-14-datacomp_xl_s13b_b90k_16shots/seed1"
+    )
     assert args[-2:] == ["MODEL.BACKBONE.NAME", "RN50"]

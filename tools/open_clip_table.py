@@ -15,7 +15,7 @@ from pathlib import Path
 
 import open_clip
 
-from clip.open_clip_backbone import preprocess_config, supported_models
+from clip.open_clip_backbone import clip_arguments, supported_models
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/data/open_clip_imagenet_zeroshot.csv"
@@ -43,12 +43,19 @@ def render() -> str:
         cells = []
         for tag in tags.get(model, []):
             acc = published.get((model, tag))
-            mark = " †" if open_clip.get_pretrained_cfg(model, tag).get("quick_gelu") and not cfg.get("quick_gelu") else ""
-            cells.append(f"`{tag}`{mark} ({float(acc) * 100:.1f}%)" if acc else f"`{tag}`{mark} (not in the table)")
-        size = preprocess_config(f"open_clip:{model}/{tags[model][0]}")["size"] if model in tags else None
-        size = size or cfg["vision_cfg"].get("image_size", 224)
+            mark = (
+                " †"
+                if open_clip.get_pretrained_cfg(model, tag).get("quick_gelu") and not cfg.get("quick_gelu")
+                else ""
+            )
+            cells.append(
+                f"`{tag}`{mark} ({float(acc) * 100:.1f}%)" if acc else f"`{tag}`{mark} (not in the table)"
+            )
+        size = clip_arguments(cfg, quick_gelu=False)["image_resolution"]
         activation = "QuickGELU" if cfg.get("quick_gelu") else "GELU"
-        lines.append(f"| `{model}` | {size} | {activation} | {', '.join(cells) or 'none registered (local files only)'} |")
+        lines.append(
+            f"| `{model}` | {size} | {activation} | {', '.join(cells) or 'none registered (local files only)'} |"
+        )
     return "\n".join(lines)
 
 
