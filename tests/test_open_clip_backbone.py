@@ -203,3 +203,17 @@ def test_supported_list_is_computed_from_open_clips_configs():
     # The table is the current one (tools/open_clip_table.py); rows of this module's test shapes aside.
     rows = [line for line in open_clip_table.render().splitlines() if "-test`" not in line]
     assert all(row in documented for row in rows)
+
+
+def test_custom_text_checkpoint_keys_load(saved, tmp_path):
+    """open_clip's CustomTextCLIP keeps the text tower under ``text.``; its checkpoint loads all the same."""
+    torch.manual_seed(0)
+    reference = (
+        open_clip.create_model("ViT-B-32-test", pretrained=None, force_custom_text=True).double().eval()
+    )
+    assert any(k.startswith("text.") for k in reference.state_dict())
+    torch.save(reference.state_dict(), tmp_path / "custom_text.pt")
+    ours = clip.build_clip(f"open_clip:ViT-B-32-test/{tmp_path / 'custom_text.pt'}").double()
+    tokens = clip.tokenize(TEXTS)
+    with torch.no_grad():
+        assert (ours.encode_text(tokens) - reference.encode_text(tokens)).abs().max() < TOL
