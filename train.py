@@ -40,6 +40,7 @@ from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
+from clip.open_clip_backbone import OPEN_CLIP_PREFIX, preprocess_config
 from engine.config import apply_cfg_hooks, get_cfg_default
 from engine.data.datasets import DATASET_REGISTRY
 from engine.engine import TRAINER_REGISTRY, build_trainer
@@ -177,8 +178,26 @@ def setup_cfg(args: argparse.Namespace) -> CN:
         )
     with _config_errors("KEY VALUE options"):
         cfg.merge_from_list(args.opts or [])
+    follow_backbone_preprocessing(cfg)
     cfg.freeze()
     return cfg
+
+
+def follow_backbone_preprocessing(cfg: CN) -> None:
+    """An ``open_clip:`` backbone sets INPUT.SIZE / PIXEL_MEAN / PIXEL_STD / INTERPOLATION to its pretrained
+    tag's preprocessing (the configs carry OpenAI's); docs/CLIP.md. Other backbones keep the config's."""
+    if not cfg.MODEL.BACKBONE.NAME.startswith(OPEN_CLIP_PREFIX):
+        return
+    pp = preprocess_config(cfg.MODEL.BACKBONE.NAME)
+    cfg.INPUT.SIZE = (pp["size"], pp["size"])
+    cfg.INPUT.PIXEL_MEAN = list(pp["mean"])
+    cfg.INPUT.PIXEL_STD = list(pp["std"])
+    cfg.INPUT.INTERPOLATION = pp["interpolation"]
+    if pp["resize_mode"] != "shortest":
+        print(
+            f"Note: {cfg.MODEL.BACKBONE.NAME} was evaluated with resize mode {pp['resize_mode']!r}; the test "
+            "pipeline resizes the shorter side and center-crops (the same on square images)"
+        )
 
 
 def check_names(cfg: CN) -> None:

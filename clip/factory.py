@@ -10,6 +10,7 @@ from typing import Any, Optional, Union
 import torch
 
 from .model import CLIP, VisionTransformer, convert_weights
+from .open_clip_backbone import OPEN_CLIP_PREFIX, build_open_clip, image_preprocess
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
 from .toy import TOY_PREFIX, build_toy_clip
 from .transform import image_transform
@@ -143,7 +144,8 @@ def _checkpoint_path(name_or_path: str, download_root: Optional[str]) -> str:
         return name_or_path
     raise ValueError(
         f"CLIP backbone {name_or_path!r} is neither a released model {list(_MODELS)}, an existing "
-        f"checkpoint file, '{RANDOM_PREFIX}<arch>' with arch in {sorted(ARCHS)}, nor '{TOY_PREFIX}clip'"
+        f"checkpoint file, '{RANDOM_PREFIX}<arch>' with arch in {sorted(ARCHS)}, "
+        f"'{OPEN_CLIP_PREFIX}<model>/<pretrained>', nor '{TOY_PREFIX}clip'"
     )
 
 
@@ -151,9 +153,13 @@ def build_clip(backbone: str, *, download_root: Optional[str] = None, seed: int 
     """The fp32 CLIP in eval mode named by ``backbone`` (``requires_grad`` left as constructed).
 
     ``backbone``: an OpenAI name (``ViT-B/16``, ``RN50``, ...), a checkpoint path (TorchScript archive or
-    state dict), ``random:<arch>`` / ``random:tiny`` for seeded random weights of that shape, or
-    ``toy:clip`` for the small CLIP this project pretrains and ships (clip/toy.py).
+    state dict), ``random:<arch>`` / ``random:tiny`` for seeded random weights of that shape,
+    ``open_clip:<model>/<pretrained tag or path>`` for open_clip's CLIP family (clip/open_clip_backbone.py;
+    ``download_root`` is then open_clip's cache dir), or ``toy:clip`` for the small CLIP this project
+    pretrains and ships (clip/toy.py).
     """
+    if backbone.startswith(OPEN_CLIP_PREFIX):
+        return build_open_clip(backbone, cache_dir=download_root)
     if backbone.startswith(TOY_PREFIX):
         return build_toy_clip(backbone[len(TOY_PREFIX):])
     if backbone.startswith(RANDOM_PREFIX):
@@ -177,7 +183,8 @@ def load(
     download_root: Optional[str] = None,
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
     """OpenAI-compatible ``clip.load``: (fp32 model on ``device`` in eval mode, image preprocess); fp16
-    weights off the CPU when :func:`openai_fp16` is on, as OpenAI's.
+    weights off the CPU when :func:`openai_fp16` is on, as OpenAI's. For an ``open_clip:`` name the
+    preprocess is open_clip's own for that pretrained tag.
 
     As OpenAI's, direct ``transformer`` calls take (L, N, D) (:func:`openai_layout`). Only the eager
     model exists here (hooks need it), so ``jit=True`` is refused rather than ignored.
@@ -187,5 +194,7 @@ def load(
     model = openai_layout(build_clip(name, download_root=download_root))
     if openai_fp16() and torch.device(device).type != "cpu":
         convert_weights(model)
+    if name.startswith(OPEN_CLIP_PREFIX):
+        return model.to(device), image_preprocess(name)
     return model.to(device), image_transform(model.image_resolution)
 

@@ -23,6 +23,7 @@ it is not supported.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Optional
 
@@ -62,7 +63,8 @@ class LowRankUpdate(nn.Module):
 
 
 class LoRAPrompts(nn.Module):
-    """LoRA updates of ``projections`` in the blocks ``blocks`` of the towers named by ``encoder``.
+    """LoRA updates of ``projections`` in the blocks ``blocks(n)`` of each tower of ``n`` blocks named by
+    ``encoder`` (all blocks when None; the towers differ in depth on ViT-L/14: 24 image, 12 text blocks).
 
     Not a prompt learner: the class prompts stay the hand-written ``template`` (``"{}"`` = class name)
     and the plan carries only the blocks' adapted projections. Parameters
@@ -75,7 +77,7 @@ class LoRAPrompts(nn.Module):
         *,
         template: str = "a photo of a {}.",
         encoder: str = "both",
-        blocks: Optional[list[int]] = None,
+        blocks: Optional[Callable[[int], list[int]]] = None,
         projections: tuple[str, ...] = LORA_PROJECTIONS,
         rank: int = 2,
         alpha: float = 1.0,
@@ -105,7 +107,7 @@ class LoRAPrompts(nn.Module):
         self.projections = tuple(projections)
 
         def tower(width: int, n_blocks: int, name: str) -> nn.ModuleDict:
-            chosen = list(range(n_blocks)) if blocks is None else list(blocks)
+            chosen = list(range(n_blocks)) if blocks is None else list(blocks(n_blocks))
             bad = [b for b in chosen if not 0 <= b < n_blocks]
             if bad:
                 raise ValueError(f"CLIP-LoRA blocks {bad} do not exist in the {n_blocks}-block {name} tower")

@@ -23,6 +23,9 @@
 #   SOURCE   dataset the xd/dg model was trained on        default imagenet
 #   SUBS     label spaces base2new_test evaluates          default "new all"
 #   FORCE    1 = run even if the output dir holds a finished run
+#   BACKBONE CLIP backbone for every run (MODEL.BACKBONE.NAME), e.g. ViT-L/14 or
+#            open_clip:ViT-L-14/datacomp_xl_s13b_b90k; outputs go to <C>@<backbone> (/ and : as -), so
+#            they never mix with the config's own backbone's. A MODEL.BACKBONE.NAME argument still wins.
 #
 # Output layout (relative to OUTPUT; <C> = CFG, <K> = shots, <S> = seed):
 #   base-to-new   base2new/train_base/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
@@ -75,6 +78,11 @@ lib_setup() {
     CFG_DIR="${4:-$TRAINER}"
     CFG_FILE="configs/trainers/${CFG_DIR}/${CFG}.yaml"
     [ -f "$CFG_FILE" ] || lib_die "trainer config $LIB_ROOT/$CFG_FILE not found (CFG=$CFG)"
+    LIB_BACKBONE=()
+    if [ -n "${BACKBONE:-}" ]; then
+        LIB_BACKBONE=(MODEL.BACKBONE.NAME "$BACKBONE")
+        CFG="${CFG}@$(printf '%s' "$BACKBONE" | tr '/:' '--')"
+    fi
 }
 
 # lib_opt KEY DEFAULT [KEY VALUE...]: value of the last KEY override among the pairs, else DEFAULT.
@@ -141,6 +149,7 @@ lib_run() {
         --config-file "$CFG_FILE" \
         --output-dir "$dir" \
         "${flags[@]}" \
+        ${LIB_BACKBONE[@]+"${LIB_BACKBONE[@]}"} \
         "$@"
 }
 

@@ -223,7 +223,8 @@ def test_output_directory_not_writable(eurosat, tmp_path, micro_clip, capsys):
 def test_unknown_backbone(eurosat, tmp_path, capsys):
     assert error_of(argv(eurosat, tmp_path, Path("ViT-X/99")), capsys) == (
         f"CLIP backbone 'ViT-X/99' is neither a released model {clip.available_models()}, an existing checkpoint "
-        f"file, 'random:<arch>' with arch in {sorted(clip.factory.ARCHS)}, nor 'toy:clip'"
+        f"file, 'random:<arch>' with arch in {sorted(clip.factory.ARCHS)}, 'open_clip:<model>/<pretrained>', "
+        "nor 'toy:clip'"
     )
 
 

@@ -253,3 +253,17 @@ def test_resnet_refuses_prompts() -> None:
     assert rn.vision_layers == 0 and rn.vision_stage_layers == (1, 1, 1, 1)
     with pytest.raises(ValueError, match="ModifiedResNet"):
         rn.encode_image(images, prompts=torch.zeros(2, 8))
+
+
+def test_clip_model_keeps_every_public_name_of_before_the_split():
+    """clip/model.py was split into blocks, probes, prefix attention and towers; code written against
+    ``clip.model`` (OpenAI's ``convert_weights``, Dassl clients, other branches) keeps importing from it."""
+    import clip.model
+
+    names = ["CLIP", "PRECISIONS", "Attention", "AttentionPool2d", "BlockInput", "Bottleneck", "Hook",
+             "LayerNorm", "ModifiedResNet", "PrefixAttention", "PrefixedProjection", "Probed", "Projection",
+             "QueryRows", "QuickGELU", "ResidualAttentionBlock", "Transformer", "VisionTransformer",
+             "at_least_fp32", "convert_weights", "to_precision"]  # fmt: skip
+    missing = [n for n in names if not hasattr(clip.model, n)]
+    assert not missing
+    assert clip.model.ResidualAttentionBlock.attention_probs is clip.probes.AttentionProbes.attention_probs

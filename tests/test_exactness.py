@@ -184,14 +184,14 @@ def test_gate_probe_in_evaluation_extends_the_fused_prefix_exactly(name, monkeyp
     model = _model(name).eval()
     images = _images(3, 5)
     fused: list[bool] = []
-    original = clip.model._fused_prefix
+    original = clip.probes.fused_prefix
 
     def counting(*args):
         result = original(*args)
         fused.append(result is not None)
         return result
 
-    monkeypatch.setattr(clip.model, "_fused_prefix", counting)
+    monkeypatch.setattr(clip.probes, "fused_prefix", counting)
     with torch.no_grad():
         fast = model(images)
         model.reuse_probe_projections = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -82,12 +83,11 @@ class CLIPLoRA(DeepPromptTrainer):
         c = self.method_cfg
         if c.ENCODER in ("vision", "both") and clip_model.vision_layers < 1:
             raise ValueError("TRAINER.CLIP_LORA.ENCODER vision/both needs a ViT backbone, not a ResNet")
-        n_blocks = clip_model.text_layers if c.ENCODER == "text" else clip_model.vision_layers
         learner = LoRAPrompts(
             clip_model,
             template=dataset_template(self.cfg.DATASET.NAME),
             encoder=c.ENCODER,
-            blocks=lora_blocks(c.POSITION, n_blocks),
+            blocks=partial(lora_blocks, c.POSITION),  # per tower depth, as the release's two tables
             projections=tuple(c.PARAMS),
             rank=c.R,
             alpha=c.ALPHA,
