@@ -103,7 +103,7 @@ class ImageSource:
     def _read_list(self) -> list[tuple[str, str]]:
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
-        items = []
+        items, lines = [], {}
         for n, row in enumerate(rows, start=1):
             if not any(cell.strip() for cell in row):
                 continue
@@ -127,6 +127,9 @@ class ImageSource:
                 raise ValueError(
                     f"{where}: {full} is not an image file (expected {', '.join(IMG_EXTENSIONS)})"
                 )
+            if rel in lines:
+                raise ValueError(f"{where}: {rel} is listed twice (first on line {lines[rel]})")
+            lines[rel] = n
             items.append((rel, cells[1]))
         if not items:
             raise ValueError(f"{self.key} {self.path}: no 'path,label' rows")
@@ -214,11 +217,15 @@ class ImageFolder(BenchmarkDataset):
     def _check_saved_split(self, current: set[tuple[str, int, str]]) -> None:
         """Refuse a split written for other data: its items must be exactly the images and classes found now."""
         split = read_json(self.split_path)
+        if not isinstance(split, dict) or any(
+            not isinstance(split.get(k), list) for k in ("train", "val", "test")
+        ):
+            return  # read_split reports what is wrong with the file
         saved = {
-            (entry[0], entry[1], entry[2])
+            tuple(entry)
             for key in ("train", "val", "test")
-            for entry in (split.get(key, []) if isinstance(split, dict) else [])
-            if isinstance(entry, list) and len(entry) == 3
+            for entry in split[key]
+            if isinstance(entry, list)
         }
         if saved == current:
             return

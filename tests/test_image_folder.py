@@ -155,6 +155,10 @@ def test_csv_image_list(flowers: Path) -> None:
         ("flowers/black_cat/0.png,", r"pets.csv line 2: expected 'path,label' with a non-empty label"),
         ("/etc/hosts,cat", r"pets.csv line 2: '/etc/hosts' must be a path relative to the CSV's folder"),
         ("../x.png,cat", r"pets.csv line 2: '../x.png' must be a path relative"),
+        (
+            "flowers/black_cat/1.png,cat",
+            r"pets.csv line 3: flowers/black_cat/1.png is listed twice \(first on line 2\)",
+        ),
     ):
         csv_file.write_text("\n".join([rows[0], bad, *rows[2:]]) + "\n")
         with pytest.raises((ValueError, FileNotFoundError), match=message):
