@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -210,7 +209,7 @@ class ImageFolder(BenchmarkDataset):
                     Datum(impath=os.path.join(self.source.folder, rel), label=label, classname=name)
                 )
             train, val, test = stratified_split(groups, self.fractions[0], self.fractions[1], self.split_seed)
-            self._save_atomically(train, val, test)
+            save_split(train, val, test, self.split_path, self.source.folder)
         self._check_shots(train)
         return train, val, test
 
@@ -239,18 +238,6 @@ class ImageFolder(BenchmarkDataset):
             f"{self.source.key} {self.source.path} no longer matches its split {self.split_path}: {shown}; "
             "delete the split file (and its few-shot folder) to split again (results of the old split are not comparable)"
         )
-
-    def _save_atomically(self, train: list[Datum], val: list[Datum], test: list[Datum]) -> None:
-        """Concurrent first runs write the same split; a temporary name and a rename keep every reader whole."""
-        fd, tmp = tempfile.mkstemp(prefix=".split-", suffix=".json", dir=self.source.folder)
-        os.close(fd)
-        try:
-            save_split(train, val, test, tmp, self.source.folder)
-            os.replace(tmp, self.split_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        print(f"Split saved as {self.split_path}")
 
     def _check_shots(self, train: list[Datum]) -> None:
         """Dassl silently uses fewer shots for a small class; here that is an error naming the class."""

@@ -22,7 +22,7 @@ import train
 from engine.config import get_cfg_default
 from engine.data.datasets import build_dataset
 from engine.engine import TRAINER_REGISTRY
-from tests.test_all_trainers import ACCURACY, ROOT, run_script, smoke_setup
+from tests.test_all_trainers import ACCURACY, FAKE_PYTHON, ROOT, argv, flag, run_script, smoke_setup
 from tools import layout, tables
 
 CLASSES = ("black_cat", "blue_bell", "green_leaf", "red_rose")
@@ -220,6 +220,32 @@ def test_output_folders_of_two_image_folders_differ() -> None:
     assert lib_dataset_dir("image_folder", "DATASET.IMAGE_FOLDER", "/elsewhere/my_flowers") != mine
     listed = lib_dataset_dir("image_folder", "DATASET.IMAGE_LIST", "/data/my list.csv")
     assert re.fullmatch(r"image_folder_my_list_[0-9a-f]{8}", listed)
+
+
+def test_scripts_keep_the_runs_of_two_folders_apart(tmp_path: Path) -> None:
+    """Two folders named ``flowers``: train, test and few-shot runs in separate folders, each test loading its own."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {"DATA": str(tmp_path / "data"), "OUTPUT": str(out), "PYTHON": str(fake)}
+    for folder in ("a/flowers", "b/flowers"):
+        args = ["image_folder", "1", "DATASET.IMAGE_FOLDER", folder]
+        for script in ("base2new_train", "base2new_test"):
+            run_script(ROOT / f"scripts/coop/{script}.sh", args, env)
+        run_script(ROOT / "scripts/coop/fewshot.sh", [*args[:2], "4", *args[2:]], env)
+    labels = sorted(p.name for p in (out / "base2new/train_base").iterdir())
+    assert len(labels) == 2 and all(
+        re.fullmatch(r"image_folder_flowers_[0-9a-f]{8}", name) for name in labels
+    )
+    assert sorted(p.name for p in (out / "fewshot").iterdir()) == labels
+    for label in labels:
+        train_dir = out / "base2new/train_base" / label / "shots_16/CoOp/vit_b16_ctxv1/seed1"
+        folder = argv(train_dir)[-1]
+        assert flag(argv(train_dir), "--dataset-config-file") == "configs/datasets/image_folder.yaml"
+        assert label == lib_dataset_dir("image_folder", "DATASET.IMAGE_FOLDER", folder, data=env["DATA"])
+        test_args = argv(out / "base2new/test_new" / label / "shots_16/CoOp/vit_b16_ctxv1/seed1")
+        assert flag(test_args, "--model-dir") == str(train_dir) and test_args[-1] == folder
 
 
 def test_tables_tool_shows_an_image_folder_row(flowers: Path, tmp_path: Path, capsys) -> None:
