@@ -1,7 +1,7 @@
 """A user's own image folder (configs/datasets/image_folder.yaml): split file, base/new, CSV, class names,
 bad input, output folders per image folder, the tables tool, and every trainer's base2new_train.sh on it.
 
-The every-trainer test starts one train.py per trainer (about 2 min on 2 cores) and is marked
+The every-trainer test starts one train.py per trainer (about 10 CPU-seconds each) and is marked
 ``image_folder_scripts``; the rest runs in a few seconds.
 """
 
@@ -246,6 +246,16 @@ def test_scripts_keep_the_runs_of_two_folders_apart(tmp_path: Path) -> None:
         assert label == lib_dataset_dir("image_folder", "DATASET.IMAGE_FOLDER", folder, data=env["DATA"])
         test_args = argv(out / "base2new/test_new" / label / "shots_16/CoOp/vit_b16_ctxv1/seed1")
         assert flag(test_args, "--model-dir") == str(train_dir) and test_args[-1] == folder
+    # cross-dataset: train on folder a, evaluate on folder b with SOURCE = a's run folder name
+    run_script(
+        ROOT / "scripts/coop/xd_train.sh", ["image_folder", "1", "DATASET.IMAGE_FOLDER", "a/flowers"], env
+    )
+    source = lib_dataset_dir("image_folder", "DATASET.IMAGE_FOLDER", "a/flowers", data=env["DATA"])
+    args = ["image_folder", "1", "DATASET.IMAGE_FOLDER", "b/flowers"]
+    run_script(ROOT / "scripts/coop/xd_test.sh", args, {**env, "SOURCE": source})
+    target = lib_dataset_dir(*args[:1], *args[2:], data=env["DATA"])
+    test_args = argv(out / f"evaluation/CoOp/vit_b16_ep50_ctxv1_16shots/{target}/seed1")
+    assert flag(test_args, "--model-dir") == str(out / source / "CoOp/vit_b16_ep50_ctxv1_16shots/seed1")
 
 
 def test_tables_tool_shows_an_image_folder_row(flowers: Path, tmp_path: Path, capsys) -> None:
