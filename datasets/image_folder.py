@@ -197,7 +197,8 @@ class ImageFolder(BenchmarkDataset):
         items = self.source.items()
         classes = sorted({label for _, label in items})
         names = self.source.classnames(classes)
-        current = {(rel, classes.index(label), names[label]) for rel, label in items}
+        labels = {c: i for i, c in enumerate(classes)}
+        current = {(rel, labels[c], names[c]) for rel, c in items}
         if os.path.exists(self.split_path):
             self._check_saved_split(current)
             train, val, test = read_split(self.split_path, self.source.folder)
@@ -221,10 +222,10 @@ class ImageFolder(BenchmarkDataset):
         ):
             return  # read_split reports what is wrong with the file
         saved = {
-            tuple(entry)
+            (entry[0], entry[1], entry[2])
             for key in ("train", "val", "test")
             for entry in split[key]
-            if isinstance(entry, list)
+            if isinstance(entry, list) and len(entry) == 3 and [type(e) for e in entry] == [str, int, str]
         }
         if saved == current:
             return
