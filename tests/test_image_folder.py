@@ -189,6 +189,9 @@ def test_bad_folders_give_one_line_errors_naming_the_path(tmp_path: Path, flower
     (flowers / "empty_class" / "readme.md").rename(flowers / "empty_class" / ".DS_Store")  # hidden: skipped
     with pytest.raises(ValueError, match=r"empty class folder"):
         load(flowers.parent, IMAGE_FOLDER="flowers")
+    write_images(flowers / "empty_class" / "nested" / "deeper", 4)  # subfolders of a class folder are walked
+    data = load(flowers.parent, IMAGE_FOLDER="flowers", NUM_SHOTS=0)
+    assert sum(d.classname == "empty class" for d in (*data.train_x, *data.val, *data.test)) == 4
     write_images(flowers.parent / "nothing" / "stray", 1)
     (flowers.parent / "nothing" / "stray" / "0.png").rename(flowers.parent / "nothing" / "0.png")
     with pytest.raises(ValueError, match=r"nothing/0.png: an image outside the class folders"):
