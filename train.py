@@ -92,6 +92,9 @@ def extend_cfg(cfg: CN) -> None:
       image must not surface only after hours of training); False skips the check.
     - ``TRAIN.EARLY_STOPPING``, ``TRAIN.PATIENT_COUNT``, ``TEST.NO_TEST_EARLY``: BMIP's early-stopping
       keys with BMIP's defaults; only trainers that implement early stopping read them.
+    - ``DATASET.IMAGE_FOLDER`` / ``DATASET.IMAGE_LIST``: a user's folder of class folders, or CSV of
+      ``path,label``, for ``DATASET.NAME ImageFolder``; ``DATASET.IMAGE_FOLDER_SPLIT`` (train/val/test
+      fractions) and ``DATASET.IMAGE_FOLDER_SPLIT_SEED`` make its split (datasets/image_folder.py).
     """
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     cfg.DATASET.CHECK_IMAGES = True
@@ -99,6 +102,10 @@ def extend_cfg(cfg: CN) -> None:
     cfg.TRAIN.EARLY_STOPPING = True
     cfg.TRAIN.PATIENT_COUNT = 3
     cfg.TEST.NO_TEST_EARLY = True
+    cfg.DATASET.IMAGE_FOLDER = ""
+    cfg.DATASET.IMAGE_LIST = ""
+    cfg.DATASET.IMAGE_FOLDER_SPLIT = [0.5, 0.2, 0.3]
+    cfg.DATASET.IMAGE_FOLDER_SPLIT_SEED = 0
     extend_trainer_cfg(cfg)
     # Last, so that an outside trainer file's own keys (its ``extend_cfg``) replace ours of the same name.
     apply_cfg_hooks(cfg)

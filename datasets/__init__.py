@@ -14,6 +14,7 @@ with DATASET_REGISTRY.builtins():
         eurosat,
         fgvc_aircraft,
         food101,
+        image_folder,
         imagenet,
         imagenet_a,
         imagenet_r,

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.data.datasets import DatasetBase, Datum
 from engine.utils import listdir_nohidden, mkdir_if_missing, read_json, write_json
@@ -45,12 +45,14 @@ __all__ = [
     "save_datum_pickle",
     "save_split",
     "split_trainval",
+    "stratified_split",
     "subsample_classes",
 ]
 
 DASSL_DATUM_MODULE = "dassl.data.datasets.base_dataset"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 _ALLOWED_GLOBALS = {(DASSL_DATUM_MODULE, "Datum"), (Datum.__module__, "Datum")}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,35 @@ def read_and_split_data(
     return train, val, test
 
 
+def stratified_split(
+    groups: dict[str, Sequence[T]], p_trn: float, p_val: float, seed: int
+) -> tuple[list[T], list[T], list[T]]:
+    """Reproducible per-class split: each group (in the given order) shuffled by one private RNG.
+
+    The first ``round(n*p_trn)`` shuffled items of a group go to train, the next ``round(n*p_val)`` to val,
+    the rest to test; every part must get at least one item. The RNG is ``random.Random(seed)``, so the split
+    does not depend on (or disturb) the python ``random`` state that few-shot sampling uses. A group's key
+    names it in errors.
+    """
+    rng = random.Random(seed)
+    train: list[T] = []
+    val: list[T] = []
+    test: list[T] = []
+    for name, items in groups.items():
+        items = list(items)
+        rng.shuffle(items)
+        n_train, n_val = round(len(items) * p_trn), round(len(items) * p_val)
+        if n_train <= 0 or n_val <= 0 or len(items) - n_train - n_val <= 0:
+            raise ValueError(
+                f"{name} has {len(items)} images, too few for a {p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} "
+                "train/val/test split (each part needs at least one image)"
+            )
+        train.extend(items[:n_train])
+        val.extend(items[n_train : n_train + n_val])
+        test.extend(items[n_train + n_val :])
+    return train, val, test
+
+
 def subsample_classes(*datasets: Sequence[Datum], subsample: str = "all") -> Any:
     """Keep the base (first ceil(n/2)) or new (remaining) labels of ``datasets[0]`` in every dataset.
 
@@ -429,6 +460,7 @@ class BenchmarkDataset(LayoutChecks, DatasetBase):
     dataset_dir = ""
     image_subdir = ""
     split_filename: str | None = None
+    fewshot_dirname = "split_fewshot"
     layout = ""
 
     read_split = staticmethod(read_split)
@@ -443,7 +475,7 @@ class BenchmarkDataset(LayoutChecks, DatasetBase):
         self.require(self.dataset_dir, "dataset folder", is_dir=True)
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
         self.split_path = os.path.join(self.dataset_dir, self.split_filename) if self.split_filename else ""
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, self.fewshot_dirname)
 
         train, val, test = self.read_splits()
         train, val = load_or_create_fewshot(

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.data.datasets import DATASET_REGISTRY, Datum
 
-from .common import BenchmarkDataset, ExpectedSizes, folder_written_atomically
+from .common import BenchmarkDataset, ExpectedSizes, folder_written_atomically, stratified_split
 
 CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 32
@@ -46,22 +46,14 @@ digits/                           (created on first use from scikit-learn's load
 
     def create_split(self) -> tuple[list[Datum], list[Datum], list[Datum]]:
         """Per class (sorted file names), a fixed shuffle, then 50% train, 20% val, 30% test."""
-        rng = random.Random(SPLIT_SEED)
-        train, val, test = [], [], []
+        groups = {}
         for label, name in enumerate(CLASSNAMES):
             class_dir = self.require(os.path.join(self.image_dir, name), "class folder", is_dir=True)
-            images = sorted(os.listdir(class_dir))
-            rng.shuffle(images)
-            n_train, n_val = round(len(images) * 0.5), round(len(images) * 0.2)
-            for part, ims in (
-                (train, images[:n_train]),
-                (val, images[n_train : n_train + n_val]),
-                (test, images[n_train + n_val :]),
-            ):
-                part.extend(
-                    Datum(impath=os.path.join(class_dir, im), label=label, classname=name) for im in ims
-                )
-        return train, val, test
+            groups[class_dir] = [
+                Datum(impath=os.path.join(class_dir, im), label=label, classname=name)
+                for im in sorted(os.listdir(class_dir))
+            ]
+        return stratified_split(groups, 0.5, 0.2, SPLIT_SEED)
 
 
 def write_digit_images(image_dir: str) -> None:

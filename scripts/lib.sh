@@ -35,6 +35,9 @@
 #                 evaluation/<TRAINER>/<C>_<K>shots/<dataset>/seed<S>      (evaluation)
 #   few-shot      fewshot/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
 #   zero-shot     zeroshot/<TRAINER>/<C>/<dataset>
+#   <dataset> is the name given, except with a DATASET.IMAGE_FOLDER or DATASET.IMAGE_LIST override (your own
+#   images, configs/datasets/image_folder.yaml): then <dataset>_<folder or CSV name>_<hash>, the hash being
+#   the cksum of its absolute path, so that runs on two folders never share a folder (lib_dataset_dir).
 #
 # Skip-if-done: a training job is skipped when its log.txt has the line `Finish training` followed by
 # `Elapsed: ...` (printed after the final evaluation), an evaluation job when its log.txt has an accuracy
@@ -111,6 +114,30 @@ lib_dataset_cfg() {
     echo "$file"
 }
 
+# lib_dataset_dir DATASET [KEY VALUE...]: the dataset's name in the output layout (see the header).
+# A relative DATASET.IMAGE_FOLDER / IMAGE_LIST is taken from DATA, as train.py takes it from DATASET.ROOT.
+lib_dataset_dir() {
+    local dataset="$1"
+    shift
+    local folder list src name crc
+    folder="$(lib_opt DATASET.IMAGE_FOLDER "" "$@")"
+    list="$(lib_opt DATASET.IMAGE_LIST "" "$@")"
+    src="${folder:-$list}"
+    if [ -z "$src" ]; then
+        echo "$dataset"
+        return 0
+    fi
+    case "$src" in
+        /*) ;;
+        *) case "$DATA" in /*) src="$DATA/$src" ;; *) src="$LIB_ROOT/${DATA#./}/$src" ;; esac ;;
+    esac
+    src="${src%"${src##*[!/]}"}"
+    name="$(basename "$src")"
+    [ -n "$folder" ] || name="${name%.*}" # a CSV: its stem
+    crc="$(printf '%s' "$src" | cksum)"
+    printf '%s_%s_%08x\n' "$dataset" "${name//[^A-Za-z0-9._-]/_}" "${crc%% *}"
+}
+
 # lib_done DIR KIND: KIND is train or eval.
 lib_done() {
     local log="$1/log.txt"
@@ -183,9 +210,10 @@ base2new_train() {
     lib_check_args base2new_train 2 "<dataset> <seed>" "$@"
     local dataset="$1" seed="$2"
     shift 2
-    local shots
+    local shots name
     shots="$(lib_shots "$@")"
-    local dir="$OUTPUT/base2new/train_base/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    name="$(lib_dataset_dir "$dataset" "$@")"
+    local dir="$OUTPUT/base2new/train_base/${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
     local run=(train "$dir" "$dataset" "$seed")
     if [ "$LOADEP" = "-" ]; then
         run=(eval "$dir" "$dataset" "$seed" --eval-only)
@@ -199,9 +227,10 @@ base2new_test() {
     lib_check_args base2new_test 2 "<dataset> <seed>" "$@"
     local dataset="$1" seed="$2"
     shift 2
-    local shots
+    local shots name
     shots="$(lib_shots "$@")"
-    local common="${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    name="$(lib_dataset_dir "$dataset" "$@")"
+    local common="${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
     local sub
     lib_load_flags "$OUTPUT/base2new/train_base/${common}" "$@"
     for sub in $SUBS; do
@@ -216,9 +245,10 @@ xd_train() {
     lib_check_args xd_train 2 "<dataset> <seed>" "$@"
     local dataset="$1" seed="$2"
     shift 2
-    local shots
+    local shots name
     shots="$(lib_shots "$@")"
-    lib_run train "$OUTPUT/${dataset}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$dataset" "$seed" -- \
+    name="$(lib_dataset_dir "$dataset" "$@")"
+    lib_run train "$OUTPUT/${name}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$dataset" "$seed" -- \
         DATASET.NUM_SHOTS "$shots" "$@"
 }
 
@@ -228,26 +258,29 @@ xd_test() {
     lib_check_args xd_test 2 "<dataset> <seed>" "$@"
     local dataset="$1" seed="$2"
     shift 2
-    local shots
+    local shots name
     shots="$(lib_shots "$@")"
+    name="$(lib_dataset_dir "$dataset" "$@")"
     lib_load_flags "$OUTPUT/${SOURCE}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@"
-    lib_run eval "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${dataset}/seed${seed}" \
+    lib_run eval "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${name}/seed${seed}" \
         "$dataset" "$seed" "${LIB_LOAD[@]}" -- "$@"
 }
 
 # fewshot <dataset> <seed> <shots> [KEY VALUE...]: train and test on all classes with <shots> per class.
 fewshot() {
     lib_check_args fewshot 3 "<dataset> <seed> <shots>" "$@"
-    local dataset="$1" seed="$2" shots="$3"
+    local dataset="$1" seed="$2" shots="$3" name
     shift 3
-    lib_run train "$OUTPUT/fewshot/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" \
+    name="$(lib_dataset_dir "$dataset" "$@")"
+    lib_run train "$OUTPUT/fewshot/${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" \
         "$dataset" "$seed" -- DATASET.NUM_SHOTS "$shots" "$@"
 }
 
 # zeroshot <dataset> [KEY VALUE...]: evaluate without training on all classes.
 zeroshot() {
     lib_check_args zeroshot 1 "<dataset>" "$@"
-    local dataset="$1"
+    local dataset="$1" name
     shift
-    lib_run eval "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${dataset}" "$dataset" 1 --eval-only -- "$@"
+    name="$(lib_dataset_dir "$dataset" "$@")"
+    lib_run eval "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${name}" "$dataset" 1 --eval-only -- "$@"
 }

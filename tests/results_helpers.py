@@ -13,6 +13,7 @@ xd_train() { :; }
 xd_test() { :; }
 zeroshot() { :; }
 fewshot() { :; }
+lib_dataset_dir() { echo "$1"; }
 """
 
 

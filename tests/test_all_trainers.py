@@ -73,6 +73,20 @@ def only_dir(pattern: str, base: Path) -> Path:
     return found[0]
 
 
+def smoke_setup(name: str, data: Path, output: Path) -> tuple[Path, list[str], dict[str, str], bool]:
+    """A trainer's scripts folder, smoke-test overrides, script environment and ZERO_SHOT flag."""
+    cls = TRAINER_REGISTRY.get(name)
+    scripts = ROOT / getattr(cls, "SCRIPTS_DIR", f"scripts/{name.lower()}")
+    env = {
+        "DATA": str(data),
+        "OUTPUT": str(output),
+        "PYTHON": sys.executable,
+        "TRAINER": name,
+        "OMP_NUM_THREADS": "1",  # tiny models: threads only contend on a shared CPU
+    }
+    return scripts, [*SMOKE_OPTS, *getattr(cls, "SMOKE_TEST_OPTS", ())], env, getattr(cls, "ZERO_SHOT", False)
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data root for all trainers (Digits writes its images there on first use)."""
@@ -81,18 +95,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", TRAINER_REGISTRY.registered_names())
 def test_trainer_through_base2new_scripts(name: str, digits_root: Path, tmp_path: Path) -> None:
-    cls = TRAINER_REGISTRY.get(name)
-    scripts = ROOT / getattr(cls, "SCRIPTS_DIR", f"scripts/{name.lower()}")
-    zero_shot = getattr(cls, "ZERO_SHOT", False)
-    opts = [*SMOKE_OPTS, *getattr(cls, "SMOKE_TEST_OPTS", ())]
-    env = {
-        "DATA": str(digits_root),
-        "OUTPUT": str(tmp_path),
-        "PYTHON": sys.executable,
-        "TRAINER": name,
-        "OMP_NUM_THREADS": "1",  # tiny models: threads only contend on a shared CPU
-    }
-
+    scripts, opts, env, zero_shot = smoke_setup(name, digits_root, tmp_path)
     run_script(scripts / "base2new_train.sh", ["digits", "1", *opts], env)
     common = f"digits/shots_1/{name}/*/seed1"
     train_dir = only_dir(f"base2new/train_base/{common}", tmp_path)

@@ -94,7 +94,7 @@ def test_readers_without_split_file_report_their_first_missing_file(tmp_path: Pa
 
 
 def test_every_registered_dataset_declares_its_expected_sizes() -> None:
-    for name in DATASET_REGISTRY.registered_names():
+    for name in set(DATASET_REGISTRY.registered_names()) - {"ImageFolder"}:  # a user's data: no sizes
         expected = DATASET_REGISTRY.get(name).expected
         assert expected is not None and expected.test > 0 and expected.classes > 1, name
 

@@ -251,7 +251,7 @@ LAYOUTS = {
 
 def test_every_registered_dataset_has_a_layout_test_and_a_config():
     registered = set(DATASET_REGISTRY.registered_names())
-    assert registered == set(LAYOUTS) | {"Digits", "ToyShapes", "ToyShapesShifted"}  # generated: test_toy_clip.py
+    assert registered == set(LAYOUTS) | {"Digits", "ToyShapes", "ToyShapesShifted", "ImageFolder"}  # test_toy_clip.py, test_image_folder.py
     names = {}
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         cfg = get_cfg_default()

@@ -156,7 +156,7 @@ def check_dataset(name: str, root: str) -> DatasetReport:
 
 
 def check_root(root: str, names: Sequence[str] | None = None) -> list[DatasetReport]:
-    """Reports for ``names`` (default: every registered dataset, sorted) under ``root``."""
+    """Reports for ``names`` (default: every registered dataset with expected sizes, sorted) under ``root``."""
     if not os.path.isdir(os.path.expanduser(root)):
         raise FileNotFoundError(f"Dataset root {root} is not an existing folder (pass --root DATASET.ROOT)")
     known = DATASET_REGISTRY.registered_names()
@@ -164,7 +164,9 @@ def check_root(root: str, names: Sequence[str] | None = None) -> list[DatasetRep
     unknown = [n for n in names or () if n.lower() not in by_lower]
     if unknown:
         raise ValueError(f"Unknown dataset name(s) {unknown}; known: {', '.join(sorted(known))}")
-    chosen = [by_lower[n.lower()] for n in names] if names else sorted(known)
+    # a user's own data (ImageFolder) has no published sizes to check against: only checked when named
+    checkable = sorted(n for n in known if getattr(DATASET_REGISTRY.get(n), "expected", None) is not None)
+    chosen = [by_lower[n.lower()] for n in names] if names else checkable
     return [check_dataset(name, root) for name in dict.fromkeys(chosen)]
 
 

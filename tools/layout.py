@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = [
     "ScriptInfo",
     "read_script",
+    "dataset_dir",
     "base2new_dir",
     "xd_train_dir",
     "xd_test_dir",
@@ -84,6 +85,34 @@ def read_script(
     if not path.is_file():
         raise FileNotFoundError(f"method script {path} does not exist")
     return _probe(path, tuple(args), tuple(sorted((env or {}).items())))
+
+
+@functools.lru_cache(maxsize=1024)
+def _dataset_dir(lib: Path, dataset: str, opts: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> str:
+    proc = subprocess.run(
+        ["bash", "-c", 'source "$0" && lib_dataset_dir "$@"', str(lib), dataset, *opts],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **dict(env)},
+        cwd=lib.parent.parent,  # the sweep runs the scripts from the repository root
+        timeout=60,
+    )
+    if proc.returncode or not proc.stdout.strip():
+        raise ValueError(
+            f"{lib}: lib_dataset_dir {dataset} failed: {proc.stderr.strip()[-500:] or 'no output'}"
+        )
+    return proc.stdout.strip()
+
+
+def dataset_dir(
+    lib: str | Path, dataset: str, opts: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> str:
+    """The dataset's folder name in the run layout, asked from lib.sh's ``lib_dataset_dir``.
+
+    It is the dataset name, except for a user's own image folder (``DATASET.IMAGE_FOLDER`` /
+    ``DATASET.IMAGE_LIST`` among ``opts``), whose name carries a hash of the folder's path.
+    """
+    return _dataset_dir(Path(lib).resolve(), dataset, tuple(opts), tuple(sorted((env or {}).items())))
 
 
 def base2new_dir(

@@ -285,6 +285,10 @@ class _Planner:
             raise KeyError(f"unknown method {label!r}; known: {', '.join(self.methods)}")
         return self.methods[label]
 
+    def dataset_dir(self, method: Method, dataset: str) -> str:
+        """``dataset``'s name in the run folders (own image folders carry a hash of their path)."""
+        return layout.dataset_dir(self.scripts_root / "lib.sh", dataset, (*method.opts, *self.opts))
+
     def has_script(self, method: Method, script: str) -> bool:
         return (self.scripts_root / method.script_dir / f"{script}.sh").is_file()
 
@@ -325,17 +329,18 @@ def open_world_jobs(
         method = p.method(label)
         for dataset in datasets:
             name = config_name(dataset)
+            folder_name = p.dataset_dir(method, name)
             for seed in seeds:
                 args = (name, str(seed))
                 cmd, env, info = p.call(method, "base2new_train", args)
                 folder = layout.base2new_dir(
-                    p.output, "train_base", name, p.shots, info.trainer, info.cfg, seed
+                    p.output, "train_base", folder_name, p.shots, info.trainer, info.cfg, seed
                 )
                 steps = [Step("base", label, dataset, seed, cmd, folder / "log.txt", _end_signal(info), env)]
                 for sub in ("new", "all"):
                     cmd, env, test = p.call(method, "base2new_test", args, {"SUBS": sub})
                     folder = layout.base2new_dir(
-                        p.output, f"test_{sub}", name, p.shots, test.trainer, test.cfg, seed
+                        p.output, f"test_{sub}", folder_name, p.shots, test.trainer, test.cfg, seed
                     )
                     steps.append(Step(sub, label, dataset, seed, cmd, folder / "log.txt", TEST_END, env))
                 jobs.append(Job(f"base2new {label} {dataset} seed{seed}", tuple(steps)))
@@ -406,10 +411,11 @@ def fewshot_jobs(
         method = p.method(label)
         for dataset in datasets:
             name = config_name(dataset)
+            folder_name = p.dataset_dir(method, name)
             for k in shots:
                 for seed in seeds:
                     cmd, env, info = p.call(method, "fewshot", (name, str(seed), str(k)))
-                    folder = layout.fewshot_dir(p.output, name, k, info.trainer, info.cfg, seed)
+                    folder = layout.fewshot_dir(p.output, folder_name, k, info.trainer, info.cfg, seed)
                     step = Step(
                         f"fewshot{k}", label, dataset, seed, cmd, folder / "log.txt", _end_signal(info), env
                     )

@@ -32,6 +32,8 @@ CUSTOM_TEMPLATES: dict[str, str] = {
     # The toy CLIP's benchmark (docs/TOY_CLIP.md): rendered colour-shape compositions.
     "ToyShapes": "a photo of a {}.",
     "ToyShapesShifted": "a photo of a {}.",
+    # A user's own image folder (datasets/image_folder.py): CLIP's generic template, as for ImageNet.
+    "ImageFolder": "a photo of a {}.",
 }
 
 IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -202,6 +204,7 @@ TCP_PROMPT_TEMPLATES: dict[str, str] = {
     "Digits": "{}.",
     "ToyShapes": "{}.",
     "ToyShapesShifted": "{}.",
+    "ImageFolder": "{}.",
 }
 
 

@@ -59,10 +59,22 @@ def read_json(fpath: str) -> Any:
 
 
 def write_json(obj: Any, fpath: str) -> None:
-    """Write ``obj`` as indented JSON, creating the parent folder."""
-    mkdir_if_missing(os.path.dirname(os.path.abspath(fpath)))
-    with open(fpath, "w") as f:
-        json.dump(obj, f, indent=4, separators=(",", ": "))
+    """Write ``obj`` as indented JSON, creating the parent folder.
+
+    The file is written under a temporary name and renamed into place, so that a reader (another run
+    generating the same split at the same time) never sees half a file.
+    """
+    folder = os.path.dirname(os.path.abspath(fpath))
+    mkdir_if_missing(folder)
+    # a per-process name in the same folder; open() (unlike mkstemp) gives the file the umask's mode
+    tmp = os.path.join(folder, f".{os.path.basename(fpath)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=4, separators=(",", ": "))
+        os.replace(tmp, fpath)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def set_random_seed(seed: int) -> None:
