@@ -33,6 +33,12 @@
 #   few-shot      fewshot/<dataset>/shots_<K>/<TRAINER>/<C>/seed<S>
 #   zero-shot     zeroshot/<TRAINER>/<C>/<dataset>
 #
+# Runs with KEY VALUE overrides are placed apart: the last folder gets `+overrides-<hash>` (seed1 becomes
+# seed1+overrides-1a2b3c4d; <hash> = first 8 hex digits of the sha256 of the overrides, one per line,
+# DATASET.NUM_SHOTS left out since <K> shows it), so a smoke test with `MODEL.BACKBONE.NAME random:tiny`
+# never lands in the folder of the real run. tools/layout.py mirrors this; every run also records its
+# settings in run.json, and train.py refuses a folder recorded with other settings (docs/RELIABILITY.md).
+#
 # Skip-if-done: a training job is skipped when its log.txt has the line `Finish training` followed by
 # `Elapsed: ...` (printed after the final evaluation), an evaluation job when its log.txt has an accuracy
 # line (`* accuracy: ...%`). An unfinished training run is simply started again: the engine resumes from
@@ -164,6 +170,25 @@ lib_load_flags() {
     fi
 }
 
+lib_sha256() {
+    if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi
+}
+
+# lib_place DIR [KEY VALUE...]: DIR itself without overrides, else DIR+overrides-<hash> (see the header).
+lib_place() {
+    local dir="$1" lines=""
+    shift
+    while [ $# -ge 2 ]; do
+        [ "$1" != DATASET.NUM_SHOTS ] && lines+="$1"$'\n'"$2"$'\n'
+        shift 2
+    done
+    if [ -z "$lines" ]; then
+        echo "$dir"
+    else
+        echo "${dir}+overrides-$(printf '%s' "$lines" | lib_sha256 | cut -c1-8)"
+    fi
+}
+
 lib_shots() {
     lib_opt DATASET.NUM_SHOTS "${SHOTS:-16}" "$@"
 }
@@ -176,7 +201,8 @@ base2new_train() {
     shift 2
     local shots
     shots="$(lib_shots "$@")"
-    local dir="$OUTPUT/base2new/train_base/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    local dir
+    dir="$(lib_place "$OUTPUT/base2new/train_base/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" "$@")"
     local run=(train "$dir" "$dataset" "$seed")
     if [ "$LOADEP" = "-" ]; then
         run=(eval "$dir" "$dataset" "$seed" --eval-only)
@@ -194,9 +220,9 @@ base2new_test() {
     shots="$(lib_shots "$@")"
     local common="${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
     local sub
-    lib_load_flags "$OUTPUT/base2new/train_base/${common}" "$@"
+    lib_load_flags "$(lib_place "$OUTPUT/base2new/train_base/${common}" "$@")" "$@"
     for sub in $SUBS; do
-        lib_run eval "$OUTPUT/base2new/test_${sub}/${common}" "$dataset" "$seed" "${LIB_LOAD[@]}" -- \
+        lib_run eval "$(lib_place "$OUTPUT/base2new/test_${sub}/${common}" "$@")" "$dataset" "$seed" "${LIB_LOAD[@]}" -- \
             DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES "$sub" "$@"
     done
 }
@@ -209,7 +235,7 @@ xd_train() {
     shift 2
     local shots
     shots="$(lib_shots "$@")"
-    lib_run train "$OUTPUT/${dataset}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$dataset" "$seed" -- \
+    lib_run train "$(lib_place "$OUTPUT/${dataset}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@")" "$dataset" "$seed" -- \
         DATASET.NUM_SHOTS "$shots" "$@"
 }
 
@@ -221,8 +247,8 @@ xd_test() {
     shift 2
     local shots
     shots="$(lib_shots "$@")"
-    lib_load_flags "$OUTPUT/${SOURCE}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@"
-    lib_run eval "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${dataset}/seed${seed}" \
+    lib_load_flags "$(lib_place "$OUTPUT/${SOURCE}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@")" "$@"
+    lib_run eval "$(lib_place "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${dataset}/seed${seed}" "$@")" \
         "$dataset" "$seed" "${LIB_LOAD[@]}" -- "$@"
 }
 
@@ -231,7 +257,7 @@ fewshot() {
     lib_check_args fewshot 3 "<dataset> <seed> <shots>" "$@"
     local dataset="$1" seed="$2" shots="$3"
     shift 3
-    lib_run train "$OUTPUT/fewshot/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" \
+    lib_run train "$(lib_place "$OUTPUT/fewshot/${dataset}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" "$@")" \
         "$dataset" "$seed" -- DATASET.NUM_SHOTS "$shots" "$@"
 }
 
@@ -240,5 +266,5 @@ zeroshot() {
     lib_check_args zeroshot 1 "<dataset>" "$@"
     local dataset="$1"
     shift
-    lib_run eval "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${dataset}" "$dataset" 1 --eval-only -- "$@"
+    lib_run eval "$(lib_place "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${dataset}" "$@")" "$dataset" 1 --eval-only -- "$@"
 }
