@@ -9,15 +9,15 @@ import json
 import os
 import random
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+import test_reliability
 import torch
 from PIL import Image
 from test_bad_inputs import argv, error_of, make_eurosat
 from test_datasets import build, images
-from test_reliability import coop_argv, write_micro_clip
+from test_reliability import coop_argv
 
 import train
 from datasets.common import read_split
@@ -25,21 +25,18 @@ from engine.utils import load_checkpoint
 from engine.utils.tools import read_image
 from tools import check_data
 
-
-@pytest.fixture(autouse=True)
-def fast_env_info(monkeypatch):
-    monkeypatch.setattr(train, "collect_env_info", lambda: "env info")
-
-
-@pytest.fixture(scope="module")
-def micro_clip(tmp_path_factory) -> Path:
-    return write_micro_clip(tmp_path_factory.mktemp("clip") / "micro-clip.pt")
-
+# test_reliability's fixtures: the micro CLIP file, no seconds-long environment report
+fast_env_info, micro_clip = test_reliability.fast_env_info, test_reliability.micro_clip
 
 # ---- split entries -----------------------------------------------------------------------------------
 GOOD = [["a/a_0.jpg", 0, "a"], ["b/b_0.jpg", 1, "b"]]
 
 
+@pytest.mark.reliability_case(
+    'split-entries',
+    "a split file entry with a path outside the image folder (`../..`, absolute), listed twice, whose label and class name disagree with another entry's, or with a label outside 0..n-1",
+    '`Split file <file> entry test[0]: <problem>` before any work',
+)
 @pytest.mark.parametrize(
     ("test", "message"),
     [
@@ -63,6 +60,11 @@ def test_split_entries_are_validated_naming_file_entry_and_problem(tmp_path, tes
     assert str(err.value).startswith(f"Split file {split} ") and message in str(err.value)
 
 
+@pytest.mark.reliability_case(
+    'split-label-range',
+    '`python train.py` on a split file with a label out of range',
+    "`Split file <file> entry train[0]: label 7 ('Seven') is outside 0..2, the labels of the 3 classes the file names` (exit 1; it was a traceback at the first step)",
+)
 def test_a_label_out_of_range_is_one_line_before_training(tmp_path, micro_clip, capsys):
     root = make_eurosat(tmp_path / "data")
     path = root / "eurosat" / "split_zhou_EuroSAT.json"
@@ -75,6 +77,11 @@ def test_a_label_out_of_range_is_one_line_before_training(tmp_path, micro_clip, 
     )
 
 
+@pytest.mark.reliability_case(
+    'class-folders',
+    'EuroSAT image folder with 9 or 11 class folders (split generated on first use)',
+    "`Image folder <dir> has 9 class folders, the reader expects 10: missing ['Forest'], not a class of this dataset none`",
+)
 @pytest.mark.parametrize(("drop", "add"), [(["Forest"], []), ([], ["Snow"])])
 def test_eurosat_class_folders_missing_or_extra_are_named(tmp_path, drop, add):
     from datasets.eurosat import NEW_CNAMES
@@ -90,6 +97,11 @@ def test_eurosat_class_folders_missing_or_extra_are_named(tmp_path, drop, add):
     )
 
 
+@pytest.mark.reliability_case(
+    'generated-split',
+    'no published `split_zhou_<Name>.json`: the split is generated on first use',
+    'it is saved as `split_generated_<Name>.json` (never the published name), later runs say `Using a split generated on first use, ...`, and `tools.check_data` reports that runs use it',
+)
 def test_a_generated_split_never_takes_the_published_name_and_check_data_says_it_is_used(tmp_path, capsys):
     from datasets.eurosat import NEW_CNAMES
 
@@ -110,6 +122,11 @@ def test_a_generated_split_never_takes_the_published_name_and_check_data_says_it
     assert "Using a split generated on first use, not the published split_zhou_EuroSAT.json" in capsys.readouterr().out
 
 
+@pytest.mark.reliability_case(
+    'check-data-args',
+    '`python -m tools.check_data` with a file as `--root`, or an unknown dataset name',
+    "`tools.check_data: error: Dataset root <file> is a file; ...` / `Unknown dataset name(s) ['EuroSet']; known: ...` (exit 2)",
+)
 @pytest.mark.parametrize(
     ("argv_", "message"),
     [
@@ -125,6 +142,11 @@ def test_check_data_bad_arguments_are_one_line(tmp_path, capsys, argv_, message)
     assert err.startswith(f"tools.check_data: error: {message.format(**fill)}") and err.count("\n") == 1
 
 
+@pytest.mark.reliability_case(
+    'high-depth-images',
+    '16-bit PNG (`I;16`), 32-bit integer (`I`) or float (`F`) grey images',
+    'scaled to 8 bits (`convert("RGB")` alone clipped them: 99.5% white)',
+)
 # ---- images deeper than 8 bits -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("array", "mode"),
@@ -146,6 +168,11 @@ def test_high_depth_grey_images_are_scaled_not_clipped(tmp_path, array, mode):
     assert 100 < rgb.mean() < 155  # convert("RGB") alone gave 254 (99.5% white)
 
 
+@pytest.mark.reliability_case(
+    'yaml-top-level',
+    'a `--config-file` whose top level is a list or a scalar',
+    '`--config-file <file>: expected a mapping of config keys at the top level, got a list` (was a traceback)',
+)
 # ---- configs and checkpoints -------------------------------------------------------------------------
 def test_a_yaml_whose_top_level_is_not_a_mapping_is_one_line(tmp_path, capsys):
     cfg = tmp_path / "list.yaml"
@@ -154,6 +181,11 @@ def test_a_yaml_whose_top_level_is_not_a_mapping_is_one_line(tmp_path, capsys):
                     capsys) == f"--config-file {cfg}: expected a mapping of config keys at the top level, got a list"  # fmt: skip
 
 
+@pytest.mark.reliability_case(
+    'pickle-payload',
+    'a checkpoint holding a pickle payload (a call of `os.system`)',
+    '`"<file>" holds a pickle payload that calls posix.system, not a checkpoint: refused without running it`',
+)
 def test_a_pickle_payload_is_named_and_not_run(tmp_path):
     class Payload:
         def __reduce__(self):
@@ -180,6 +212,11 @@ def two_epochs(tmp_path_factory, micro_clip):
     return root, out, args
 
 
+@pytest.mark.reliability_case(
+    'not-a-checkpoint',
+    'the newest checkpoint is random bytes or text, or the `checkpoint` pointer names `../../../../etc/passwd`',
+    'resume warns (`... is unreadable ...` / `Checkpoint pointer <file> names ..., not a file of its folder; ignored`) and continues from the previous checkpoint (was an IndexError/KeyError traceback)',
+)
 @pytest.mark.parametrize("damage", ["random bytes", "text", "forged pointer"])
 def test_a_file_that_is_no_checkpoint_falls_back_to_the_previous_one(two_epochs, tmp_path, damage):
     root, finished, args = two_epochs
@@ -205,6 +242,11 @@ def test_a_file_that_is_no_checkpoint_falls_back_to_the_previous_one(two_epochs,
     assert "epoch [2/2]" in log and "Finish training" in log
 
 
+@pytest.mark.reliability_case(
+    'disk-full-log',
+    'the disk fills up while the log is written',
+    '`Cannot write the log <file>: No space left on device (errno 28); the checkpoints saved so far are intact: ...` (exit 4)',
+)
 # ---- the machine runs out ----------------------------------------------------------------------------
 def test_disk_full_while_logging_is_one_line_with_its_own_status(tmp_path, micro_clip, capsys, monkeypatch):
     import engine.utils.logger as logger_module
@@ -221,6 +263,11 @@ def test_disk_full_while_logging_is_one_line_with_its_own_status(tmp_path, micro
     )
 
 
+@pytest.mark.reliability_case(
+    'out-of-memory',
+    'the GPU (or CPU) runs out of memory',
+    '`out of GPU memory (...); the last checkpoint in <dir> is intact. Lower DATALOADER.TRAIN_X.BATCH_SIZE (now 4) or, ... DATALOADER.TEST.BATCH_SIZE (now 64), and re-run` (exit 3)',
+)
 def test_out_of_memory_names_the_batch_sizes_to_lower(tmp_path, micro_clip, capsys, monkeypatch):
     class Trainer:
         def get_model_names(self):

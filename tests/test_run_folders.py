@@ -11,33 +11,23 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from test_reliability import coop_argv, launch, write_micro_clip
+import test_reliability
+from test_reliability import coop_argv, launch
 
 import train
 from tools import layout, plan, results, run_record
 from tools.run_lock import FolderBusy, FolderLock
 
 ROOT = Path(__file__).resolve().parents[1]
+# test_reliability's fixtures: the micro CLIP file, a Digits root, no seconds-long environment report
+digits_root, fast_env_info = test_reliability.digits_root, test_reliability.fast_env_info
+micro_clip = test_reliability.micro_clip
 ACCURACY = re.compile(r"^\* accuracy: ([\d.]+)%$", re.M)
-
-
-@pytest.fixture(autouse=True)
-def fast_env_info(monkeypatch):
-    monkeypatch.setattr(train, "collect_env_info", lambda: "env info")
-
-
-@pytest.fixture(scope="module")
-def micro_clip(tmp_path_factory) -> Path:
-    return write_micro_clip(tmp_path_factory.mktemp("clip") / "micro-clip.pt")
-
-
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 # ---- folders that know their settings ----------------------------------------------------------------
@@ -47,6 +37,11 @@ REAL = ["MODEL.BACKBONE.NAME", "random:micro", "INPUT.SIZE", "(32, 32)", "DATASE
 SMOKE = [*REAL, "OPTIM.MAX_EPOCH", "1", "TRAINER.COOP.N_CTX", "2"]
 
 
+@pytest.mark.reliability_case(
+    'smoke-then-real',
+    '`bash scripts/coop/base2new_train.sh digits 1 <overrides>` (a smoke test), then the same command with other overrides or none',
+    'each set of overrides gets its own folder (`seed1+overrides-<hash>`); the real command trains, and `tools.tables`/`tools.sweep` read the real folder',
+)
 def test_smoke_run_then_the_real_command_trains_and_the_table_shows_the_real_number(digits_root, tmp_path):
     env = {**os.environ, "DATA": str(digits_root), "OUTPUT": str(tmp_path / "out"), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
@@ -78,6 +73,11 @@ def test_smoke_run_then_the_real_command_trains_and_the_table_shows_the_real_num
     assert "TRAINER:" in (smoke_dir / run_record.CONFIG_FILE).read_text()
 
 
+@pytest.mark.reliability_case(
+    'other-settings',
+    "a run into a folder whose `run.json` records other settings (e.g. `--seed 2` into seed 1's folder, or FORCE=1 after a config change)",
+    '`OUTPUT_DIR <dir> holds a run of other settings (SEED: 1 there, 2 here); ...` (exit 1); nothing in the folder is touched',
+)
 def test_a_folder_refuses_a_run_of_other_settings_naming_the_keys(digits_root, micro_clip, tmp_path, capsys):
     out = tmp_path / "run"
     assert train.run(coop_argv(digits_root, out, micro_clip, "OPTIM.MAX_EPOCH", "1")) == 0
@@ -93,6 +93,11 @@ def test_a_folder_refuses_a_run_of_other_settings_naming_the_keys(digits_root, m
     assert train.run(coop_argv(digits_root, out, micro_clip, "OPTIM.MAX_EPOCH", "1", "TRAIN.PRINT_FREQ", "5")) == 0
 
 
+@pytest.mark.reliability_case(
+    'fingerprint',
+    "any setting that changes results (every config key, e.g. a dataset's `DATASET.IMAGE_FOLDER`), or only where files live",
+    "the first changes `run.json`'s fingerprint, the second does not; a negative seed is recorded as `unseeded`",
+)
 def test_fingerprint_covers_every_override_and_leaves_out_where_files_live():
     from yacs.config import CfgNode as CN
 
@@ -111,6 +116,11 @@ def test_fingerprint_covers_every_override_and_leaves_out_where_files_live():
     assert run_record.fingerprint(cfg, {"MODEL": "abc"}) != base
 
 
+@pytest.mark.reliability_case(
+    'lock',
+    'two `python train.py` processes into one output folder at once',
+    "the second stops: `OUTPUT_DIR <dir> is in use by process <pid> on host <host> (lock file <dir>/.lock); ...` (exit 5); the first's log and checkpoints are intact; SIGTERM ends the first with one line (exit 143) and releases the lock",
+)
 # ---- one writer per folder ---------------------------------------------------------------------------
 def test_second_run_into_a_running_folder_is_refused_and_the_first_is_intact(digits_root, micro_clip, tmp_path):
     out = tmp_path / "run"
@@ -146,6 +156,11 @@ def test_second_run_into_a_running_folder_is_refused_and_the_first_is_intact(dig
     assert json.loads((out / "run.json").read_text())["settings"]["SEED"] == 1
 
 
+@pytest.mark.reliability_case(
+    'stale-lock',
+    'a lock file left by a process that no longer runs on this host (SIGKILL, power cut)',
+    '`Removing the stale lock <file> of <pid> process, which no longer runs`, and the run goes on',
+)
 def test_a_stale_lock_of_a_dead_process_is_taken_and_a_live_one_refuses(tmp_path, capsys):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -195,6 +210,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.reliability_case(
+    'sweep-signal',
+    '`python -m tools.sweep` started twice; SIGTERM or Ctrl-C (SIGINT) to a running sweep',
+    "the second sweep stops: `tools.sweep: the output root <dir> is in use by process <pid> ...` (exit 1); the signal is passed to every running script's process group, the sweep waits and prints `[sweep] stopped by SIGTERM: ...` (exit 143 / 130); no run outlives it",
+)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_sweep_reaches_its_runs_and_leaves_no_orphan(tmp_path, sig):
     proc, pid_file = _sweep_with_a_slow_step(tmp_path)
@@ -220,6 +240,11 @@ def test_a_signal_to_the_sweep_reaches_its_runs_and_leaves_no_orphan(tmp_path, s
     assert not (tmp_path / ".sweep.lock").exists()
 
 
+@pytest.mark.reliability_case(
+    'unmeasured',
+    "`OPTIM.MAX_EPOCH 0` or `-1` without `--eval-only`; `TEST.SPLIT tset`; `--output-dir ''` or a blank `OUTPUT_DIR`",
+    "`OPTIM.MAX_EPOCH 0 trains nothing, so the accuracy printed would be the untrained model's; ...`, `TEST.SPLIT must be 'val' or 'test', got 'tset'`, `OUTPUT_DIR (--output-dir) is empty; ...` (exit 1, nothing written)",
+)
 # ---- no accuracy for work not done -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("opts", "flags", "message"),
@@ -250,6 +275,11 @@ def test_settings_that_would_print_an_unmeasured_accuracy_are_errors(
     assert not (out / "log.txt").exists() and not (tmp_path / "output").exists()
 
 
+@pytest.mark.reliability_case(
+    'unseeded',
+    '`SEED -1` (or `--seed -1` with no seed in the configs)',
+    '`SEED -1: this run is unseeded (python, numpy and torch are not seeded; it will not repeat)` in the log, and `"seed": "unseeded"` in `run.json`',
+)
 def test_a_negative_seed_says_unseeded_in_the_log_and_the_record(digits_root, micro_clip, tmp_path):
     out = tmp_path / "run"
     argv = coop_argv(digits_root, out, micro_clip, "OPTIM.MAX_EPOCH", "1", "SEED", "-1")
@@ -259,6 +289,11 @@ def test_a_negative_seed_says_unseeded_in_the_log_and_the_record(digits_root, mi
     assert run_record.read_record(out)["seed"] == "unseeded"
 
 
+@pytest.mark.reliability_case(
+    'zero-images',
+    'an evaluation that sees no image',
+    'an error, no `* accuracy:` line (and every log the test suite writes is scanned for an accuracy over zero images)',
+)
 def test_no_accuracy_line_for_zero_evaluated_images(capsys):
     from engine.config import get_cfg_default
     from engine.evaluation.evaluator import Classification
@@ -267,3 +302,14 @@ def test_no_accuracy_line_for_zero_evaluated_images(capsys):
     with pytest.raises(ValueError, match="no sample was processed"):
         evaluator.evaluate()
     assert "accuracy" not in capsys.readouterr().out
+
+
+def test_the_session_scan_finds_a_log_with_an_accuracy_over_zero_images():
+    from conftest import logs_with_accuracy_over_zero_images
+
+    with tempfile.TemporaryDirectory() as folder:  # not under the session's tmp folder, which the scan reads
+        good, bad = Path(folder) / "a" / "log.txt", Path(folder) / "b" / "log.txt-2026"
+        for path, total in ((good, 5), (bad, 0)):
+            path.parent.mkdir()
+            path.write_text(f"=> result\n* total: {total}\n* correct: 0\n* accuracy: 0.0%\n")
+        assert logs_with_accuracy_over_zero_images(Path(folder)) == [bad]

@@ -3,7 +3,8 @@
 ``train.py`` writes two files into every output folder before any work: ``config.yaml`` (the resolved
 config, yacs' dump) and ``run.json`` (the fingerprint, the settings it covers and the command's
 ``KEY VALUE`` overrides). A second run into a folder whose ``run.json`` records other settings stops
-with one line naming the differing keys, so a folder never holds the results of two configurations.
+with one line naming the differing keys, so a folder never holds the results of two configurations
+(a folder whose run left no checkpoint and no accuracy, e.g. one stopped by a bad setting, is taken over).
 
 The fingerprint covers every setting that changes results (backbone, trainer and its config, dataset,
 label space, shots, seed, every override) and leaves out where things live and how they are printed
@@ -28,6 +29,7 @@ __all__ = [
     "fingerprint",
     "read_record",
     "differences",
+    "holds_results",
     "check_and_write",
 ]
 
@@ -100,6 +102,19 @@ def differences(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
     return [f"{k}: {old[k]!r} there, {new[k]!r} here" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
 
 
+def holds_results(folder: str | Path) -> bool:
+    """Whether a run left anything in ``folder`` that a later run could mix with: a checkpoint or an
+    accuracy in a log. A run that stopped on a bad setting before either leaves nothing to protect."""
+    folder = Path(folder)
+    if any(folder.glob("*/model.pth.tar-*")) or any(folder.glob("*/model-best.pth.tar")):
+        return True
+    for log in folder.glob("log.txt*"):
+        with log.open(errors="replace") as f:
+            if any(line.startswith("* accuracy:") for line in f):
+                return True
+    return False
+
+
 def _write_atomically(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temp.write_text(text)
@@ -120,7 +135,7 @@ def check_and_write(
     folder = Path(folder)
     now = settings(cfg, evaluates)
     before = read_record(folder)
-    if before is not None:
+    if before is not None and holds_results(folder):
         changed = differences(before["settings"], now)
         if changed:
             shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
