@@ -202,12 +202,19 @@ def _sweep_with_a_slow_step(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     return proc, pid_file
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _alive(pid: int, within_s: float = 10.0) -> bool:
+    """Whether ``pid`` still runs after ``within_s`` seconds; a zombie (dead, not yet reaped by init) does not."""
+    deadline = time.time() + within_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state in "ZX":
+            return False
+        if time.time() > deadline:
+            return True
+        time.sleep(0.1)
 
 
 @pytest.mark.reliability_case(
