@@ -26,8 +26,10 @@ script exits with status 1; the traceback goes to ``log.txt`` only. See docs/REL
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import pickle
+import signal
 import sys
 import tempfile
 import traceback
@@ -46,6 +48,8 @@ from engine.data.datasets import DATASET_REGISTRY
 from engine.engine import TRAINER_REGISTRY, build_trainer
 from engine.utils import check_availability, collect_env_info, set_random_seed, setup_logger
 from engine.utils.torchtools import allow_pickled_checkpoints
+from tools import run_record
+from tools.run_lock import FolderBusy, FolderLock
 from trainers.config import extend_trainer_cfg
 
 
@@ -54,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     description = __doc__.replace("``", "")
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=str, default="", help="path to the datasets folder (DATASET.ROOT)")
-    parser.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
+    parser.add_argument("--output-dir", type=str, default=None, help="output directory (OUTPUT_DIR)")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
     parser.add_argument("--seed", type=int, default=-1, help="seed (SEED); a negative value keeps the config's")
     parser.add_argument("--source-domains", type=str, nargs="+", help="source domains (DG/DA)")
@@ -139,6 +143,10 @@ def _merge_file(cfg: CN, path: str, flag: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag} {path}: no such file")
     with _config_errors(f"{flag} {path}"):
+        with open(path) as f:
+            top = yaml.safe_load(f)
+        if top is not None and not isinstance(top, dict):
+            raise ValueError(f"expected a mapping of config keys at the top level, got a {type(top).__name__}")
         cfg.merge_from_file(path)
 
 
@@ -146,7 +154,7 @@ def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
     """Apply the command-line flags that were given."""
     if args.root:
         cfg.DATASET.ROOT = args.root
-    if args.output_dir:
+    if args.output_dir is not None:
         cfg.OUTPUT_DIR = args.output_dir
     if args.resume:
         cfg.RESUME = args.resume
@@ -256,10 +264,36 @@ def check_output_dir(path: str) -> None:
         raise PermissionError(f"OUTPUT_DIR {path} is not a writable folder: {e.strerror or e}") from e
 
 
+def check_run_intent(args: argparse.Namespace, cfg: CN) -> None:
+    """Refuse settings under which the printed accuracy would not measure the work asked for."""
+    if not cfg.OUTPUT_DIR.strip():
+        raise ValueError("OUTPUT_DIR (--output-dir) is empty; name the folder this run writes to")
+    if cfg.TEST.SPLIT not in ("val", "test"):
+        raise ValueError(f"TEST.SPLIT must be 'val' or 'test', got {cfg.TEST.SPLIT!r}")
+    if cfg.OPTIM.MAX_EPOCH <= 0 and not (args.eval_only or args.no_train):
+        raise ValueError(
+            f"OPTIM.MAX_EPOCH {cfg.OPTIM.MAX_EPOCH} trains nothing, so the accuracy printed would be the untrained "
+            "model's; pass --eval-only (with --model-dir) to evaluate without training"
+        )
+
+
+def _evaluates(args: argparse.Namespace) -> dict[str, object] | None:
+    """What an --eval-only run evaluates, for its folder's record: the model folder's fingerprint and epoch."""
+    if not args.eval_only:
+        return None
+    model = ""
+    if args.model_dir:
+        record = run_record.read_record(args.model_dir)
+        model = record["fingerprint"] if record else os.path.abspath(args.model_dir)
+    return {"MODEL": model, "EPOCH": "best" if args.best else args.load_epoch}
+
+
 def set_seeds(cfg: CN) -> None:
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    else:
+        print(f"SEED {cfg.SEED}: this run is unseeded (python, numpy and torch are not seeded; it will not repeat)")
     if cfg.MODEL.INIT_SEED >= 0:
         print(f"Setting torch seed for model initialisation: {cfg.MODEL.INIT_SEED}")
         torch.manual_seed(cfg.MODEL.INIT_SEED)
@@ -285,7 +319,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = setup_cfg(args)
     check_names(cfg)
     check_flags(args, cfg)
+    check_run_intent(args, cfg)
     check_output_dir(cfg.OUTPUT_DIR)
+    with FolderLock(cfg.OUTPUT_DIR, what="OUTPUT_DIR"):
+        run_record.check_and_write(cfg.OUTPUT_DIR, cfg, cfg.dump(), args.opts or [], _evaluates(args))
+        _run(args, cfg)
+
+
+def _run(args: argparse.Namespace, cfg: CN) -> None:
+    """Everything after the checks, with the output folder locked and its record written."""
     logger = setup_logger(cfg.OUTPUT_DIR)
     trainer = None
     try:
@@ -312,16 +354,45 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BaseException as e:
         if logger is not None and logger.file is not None:
             traceback.print_exc(file=logger.file)
+        if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+            raise OutOfMemory(_out_of_memory_advice(e, cfg)) from e
         if isinstance(e, KeyboardInterrupt):
-            raise Interrupted(_interrupted_where(trainer, args)) from e
+            raise Interrupted(_interrupted_where(trainer, args), 143 if isinstance(e, Terminated) else 130) from e
         raise
     finally:
         if logger is not None:
             logger.close()
 
 
+class OutOfMemory(Exception):
+    """The GPU (or CPU) ran out of memory: ``run`` names the batch sizes to lower."""
+
+
+def _out_of_memory_advice(error: BaseException, cfg: CN) -> str:
+    device = "GPU" if isinstance(error, torch.OutOfMemoryError) else "CPU"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"out of {device} memory ({first}); the last checkpoint in {cfg.OUTPUT_DIR} is intact. Lower "
+        f"DATALOADER.TRAIN_X.BATCH_SIZE (now {cfg.DATALOADER.TRAIN_X.BATCH_SIZE}) or, if it failed while "
+        f"evaluating, DATALOADER.TEST.BATCH_SIZE (now {cfg.DATALOADER.TEST.BATCH_SIZE}), and re-run"
+    )
+
+
 class Interrupted(Exception):
-    """Ctrl-C (SIGINT) during a run: ``run`` prints where it stopped instead of the traceback."""
+    """Ctrl-C (SIGINT) or SIGTERM during a run: ``run`` prints where it stopped instead of the traceback."""
+
+    def __init__(self, message: str, code: int = 130) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``, ``tools.sweep`` passing its own on): handled like Ctrl-C, so the
+    output folder's lock is released on the way out."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _interrupted_where(trainer: object, args: argparse.Namespace) -> str:
@@ -353,7 +424,8 @@ def error_message(error: BaseException) -> str:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """``main`` for the command line: a user error becomes one message on stderr and exit status 1."""
+    """``main`` for the command line: a user error becomes one message on stderr and an exit status
+    (``exit_code``: 1 for a mistake in the input)."""
     try:
         main(argv)
     except SystemExit as e:  # argparse's usage errors exit with 2; every user error here exits with 1
@@ -362,12 +434,32 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise
     except Interrupted as e:
         print(f"train.py: {e}", file=sys.stderr)
-        return 130
+        return e.code
+    except OutOfMemory as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
     except USER_ERRORS as e:
         print(f"train.py: error: {error_message(e)}", file=sys.stderr)
-        return 1
+        return exit_code(e)
     return 0
 
 
+# Exit statuses: 1 a mistake in the input (config, flags, data, checkpoints); the others are conditions of
+# the machine or of another process, which a scheduler may want to tell apart (docs/RELIABILITY.md).
+EXIT_OUT_OF_MEMORY = 3
+EXIT_DISK_FULL = 4
+EXIT_FOLDER_BUSY = 5
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit status of a user error: 1, except a full disk (4) and a folder in use by another run (5)."""
+    if isinstance(error, FolderBusy):
+        return EXIT_FOLDER_BUSY
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return EXIT_DISK_FULL
+    return 1
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(run())

@@ -147,6 +147,7 @@ def read_split(filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum
             f"(each entry [relative_path, label, classname]); found {found}"
         )
     out = []
+    checks = _SplitChecks()
     for key in ("train", "val", "test"):
         items = []
         for i, entry in enumerate(split[key]):
@@ -161,9 +162,44 @@ def read_split(filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum
                 or not str(entry[1]).lstrip("-").isdigit()
             ):
                 raise ValueError(f"{where} must be [relative_path, integer label, classname], got {entry!r}")
+            checks.entry(where, entry[0], int(entry[1]), entry[2], path_prefix)
             items.append(_make_datum(os.path.join(path_prefix, entry[0]), int(entry[1]), entry[2], where))
         out.append(items)
+    checks.label_range()
     return out[0], out[1], out[2]
+
+
+class _SplitChecks:
+    """What one entry cannot show: paths inside the image folder, no image twice, one name per label and
+    one label per name, labels 0..n-1 for the n classes of the file. Errors name the entry."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, str] = {}
+        self.names: dict[int, tuple[str, str]] = {}
+        self.labels: dict[str, tuple[int, str]] = {}
+
+    def entry(self, where: str, path: str, label: int, name: str, prefix: str) -> None:
+        normal = os.path.normpath(path)
+        if os.path.isabs(path) or normal == ".." or normal.startswith(".." + os.sep):
+            raise ValueError(f"{where}: the path {path!r} lies outside the image folder {prefix}")
+        if normal in self.paths:
+            raise ValueError(f"{where}: {path!r} is listed twice (also at {self.paths[normal]})")
+        self.paths[normal] = where
+        first_name, at = self.names.setdefault(label, (name, where))
+        if first_name != name:
+            raise ValueError(f"{where}: label {label} is named {name!r} here but {first_name!r} at {at}")
+        first_label, at = self.labels.setdefault(name, (label, where))
+        if first_label != label:
+            raise ValueError(f"{where}: class {name!r} has label {label} here but {first_label} at {at}")
+
+    def label_range(self) -> None:
+        n = len(self.names)
+        for label, (name, where) in sorted(self.names.items()):
+            if not 0 <= label < n:
+                raise ValueError(
+                    f"{where}: label {label} ({name!r}) is outside 0..{n - 1}, the labels of the {n} classes "
+                    "the file names"
+                )
 
 
 def save_split(
@@ -209,13 +245,22 @@ def read_and_split_data(
     p_val: float = 0.2,
     ignored: Sequence[str] = (),
     new_cnames: dict[str, str] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> tuple[list[Datum], list[Datum], list[Datum]]:
     """Split ``image_dir/<category>/<image>`` per category into train/val/test (DTD-style).
 
     Labels follow the sorted category names; images keep the filesystem listing order before the shuffle,
     exactly as the official code, so a generated split depends on the filesystem and the python seed.
+    ``classes``, the reader's complete list of category folders, makes a missing or extra folder an error
+    (it would shift every label and the base/new halves).
     """
     categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
+    if classes is not None and set(categories) != set(classes):
+        missing, extra = sorted(set(classes) - set(categories)), sorted(set(categories) - set(classes))
+        raise ValueError(
+            f"Image folder {image_dir} has {len(categories)} class folders, the reader expects {len(classes)}: "
+            f"missing {missing or 'none'}, not a class of this dataset {extra or 'none'}"
+        )
     for category in categories:
         try:
             category.encode("utf-8")
@@ -498,13 +543,26 @@ class BenchmarkDataset(LayoutChecks, DatasetBase):
         """Folder the split file's relative paths start from."""
         return self.image_dir
 
+    @property
+    def generated_split_path(self) -> str:
+        """Where a split generated on first use is kept: never a published file's name, so that it cannot
+        pass for it later (``split_zhou_X.json`` -> ``split_generated_X.json``; a reader's own split
+        format such as Digits' keeps its name)."""
+        name = self.split_filename or ""
+        return os.path.join(self.dataset_dir, name.replace("split_zhou_", "split_generated_", 1))
+
     def read_splits(self) -> tuple[list[Datum], list[Datum] | None, list[Datum]]:
-        """The official split file when present, otherwise a generated split saved for next time."""
-        if os.path.exists(self.split_path):
-            self.require(self.split_prefix, "image folder", is_dir=True)
-            return read_split(self.split_path, self.split_prefix)
+        """The published split file when present, else one generated earlier, else a new generated split."""
+        for path in (self.split_path, self.generated_split_path):
+            if os.path.exists(path):
+                self.require(self.split_prefix, "image folder", is_dir=True)
+                self.split_used = path
+                if path != self.split_path:
+                    print(f"Using a split generated on first use, not the published {self.split_filename}")
+                return read_split(path, self.split_prefix)
         train, val, test = self.create_split()
-        save_split(train, val, test, self.split_path, self.split_prefix)
+        self.split_used = self.generated_split_path
+        save_split(train, val, test, self.split_used, self.split_prefix)
         return train, val, test
 
     def create_split(self) -> tuple[list[Datum], list[Datum], list[Datum]]:

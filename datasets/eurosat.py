@@ -34,4 +34,4 @@ eurosat/
 
     def create_split(self) -> tuple[list[Datum], list[Datum], list[Datum]]:
         self.require(self.image_dir, "image folder", is_dir=True, hint=self.no_split_hint)
-        return read_and_split_data(self.image_dir, new_cnames=NEW_CNAMES)
+        return read_and_split_data(self.image_dir, new_cnames=NEW_CNAMES, classes=list(NEW_CNAMES))

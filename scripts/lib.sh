@@ -39,6 +39,12 @@
 #   images, configs/datasets/image_folder.yaml): then <dataset>_<folder or CSV name>_<hash>, the hash being
 #   the cksum of its absolute path, so that runs on two folders never share a folder (lib_dataset_dir).
 #
+# Runs with KEY VALUE overrides are placed apart: the last folder gets `+overrides-<hash>` (seed1 becomes
+# seed1+overrides-1a2b3c4d; <hash> = first 8 hex digits of the sha256 of the overrides, one per line,
+# DATASET.NUM_SHOTS, DATASET.IMAGE_FOLDER and DATASET.IMAGE_LIST left out since <K> and <dataset> show them), so a smoke test with `MODEL.BACKBONE.NAME random:tiny`
+# never lands in the folder of the real run. tools/layout.py mirrors this; every run also records its
+# settings in run.json, and train.py refuses a folder recorded with other settings (docs/RELIABILITY.md).
+#
 # Skip-if-done: a training job is skipped when its log.txt has the line `Finish training` followed by
 # `Elapsed: ...` (printed after the final evaluation), an evaluation job when its log.txt has an accuracy
 # line (`* accuracy: ...%`). An unfinished training run is simply started again: the engine resumes from
@@ -200,6 +206,28 @@ lib_load_flags() {
     fi
 }
 
+lib_sha256() {
+    if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi
+}
+
+# lib_place DIR [KEY VALUE...]: DIR itself without overrides, else DIR+overrides-<hash> (see the header).
+lib_place() {
+    local dir="$1" lines=""
+    shift
+    while [ $# -ge 2 ]; do
+        case "$1" in
+            DATASET.NUM_SHOTS | DATASET.IMAGE_FOLDER | DATASET.IMAGE_LIST) ;; # the path shows these
+            *) lines+="$1"$'\n'"$2"$'\n' ;;
+        esac
+        shift 2
+    done
+    if [ -z "$lines" ]; then
+        echo "$dir"
+    else
+        echo "${dir}+overrides-$(printf '%s' "$lines" | lib_sha256 | cut -c1-8)"
+    fi
+}
+
 lib_shots() {
     lib_opt DATASET.NUM_SHOTS "${SHOTS:-16}" "$@"
 }
@@ -213,7 +241,8 @@ base2new_train() {
     local shots name
     shots="$(lib_shots "$@")"
     name="$(lib_dataset_dir "$dataset" "$@")"
-    local dir="$OUTPUT/base2new/train_base/${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
+    local dir
+    dir="$(lib_place "$OUTPUT/base2new/train_base/${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" "$@")"
     local run=(train "$dir" "$dataset" "$seed")
     if [ "$LOADEP" = "-" ]; then
         run=(eval "$dir" "$dataset" "$seed" --eval-only)
@@ -232,9 +261,9 @@ base2new_test() {
     name="$(lib_dataset_dir "$dataset" "$@")"
     local common="${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}"
     local sub
-    lib_load_flags "$OUTPUT/base2new/train_base/${common}" "$@"
+    lib_load_flags "$(lib_place "$OUTPUT/base2new/train_base/${common}" "$@")" "$@"
     for sub in $SUBS; do
-        lib_run eval "$OUTPUT/base2new/test_${sub}/${common}" "$dataset" "$seed" "${LIB_LOAD[@]}" -- \
+        lib_run eval "$(lib_place "$OUTPUT/base2new/test_${sub}/${common}" "$@")" "$dataset" "$seed" "${LIB_LOAD[@]}" -- \
             DATASET.NUM_SHOTS "$shots" DATASET.SUBSAMPLE_CLASSES "$sub" "$@"
     done
 }
@@ -248,7 +277,7 @@ xd_train() {
     local shots name
     shots="$(lib_shots "$@")"
     name="$(lib_dataset_dir "$dataset" "$@")"
-    lib_run train "$OUTPUT/${name}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$dataset" "$seed" -- \
+    lib_run train "$(lib_place "$OUTPUT/${name}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@")" "$dataset" "$seed" -- \
         DATASET.NUM_SHOTS "$shots" "$@"
 }
 
@@ -261,8 +290,8 @@ xd_test() {
     local shots name
     shots="$(lib_shots "$@")"
     name="$(lib_dataset_dir "$dataset" "$@")"
-    lib_load_flags "$OUTPUT/${SOURCE}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@"
-    lib_run eval "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${name}/seed${seed}" \
+    lib_load_flags "$(lib_place "$OUTPUT/${SOURCE}/${TRAINER}/${CFG}_${shots}shots/seed${seed}" "$@")" "$@"
+    lib_run eval "$(lib_place "$OUTPUT/evaluation/${TRAINER}/${CFG}_${shots}shots/${name}/seed${seed}" "$@")" \
         "$dataset" "$seed" "${LIB_LOAD[@]}" -- "$@"
 }
 
@@ -272,7 +301,7 @@ fewshot() {
     local dataset="$1" seed="$2" shots="$3" name
     shift 3
     name="$(lib_dataset_dir "$dataset" "$@")"
-    lib_run train "$OUTPUT/fewshot/${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" \
+    lib_run train "$(lib_place "$OUTPUT/fewshot/${name}/shots_${shots}/${TRAINER}/${CFG}/seed${seed}" "$@")" \
         "$dataset" "$seed" -- DATASET.NUM_SHOTS "$shots" "$@"
 }
 
@@ -282,5 +311,5 @@ zeroshot() {
     local dataset="$1" name
     shift
     name="$(lib_dataset_dir "$dataset" "$@")"
-    lib_run eval "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${name}" "$dataset" 1 --eval-only -- "$@"
+    lib_run eval "$(lib_place "$OUTPUT/zeroshot/${TRAINER}/${CFG}/${name}" "$@")" "$dataset" 1 --eval-only -- "$@"
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,27 @@ def _one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The evaluator prints ``* total: N`` right before ``* correct`` and ``* accuracy``.
+_ZERO_IMAGE_ACCURACY = re.compile(r"^\* total: 0\n(?:.*\n){0,2}?\* accuracy:", re.M)
+
+
+def logs_with_accuracy_over_zero_images(root: Path) -> list[Path]:
+    """Every ``log.txt*`` under ``root`` that prints an accuracy measured on zero images."""
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.startswith("log.txt"):
+                path = Path(folder) / name
+                if _ZERO_IMAGE_ACCURACY.search(path.read_text(errors="replace")):
+                    found.append(path)
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_accuracy_over_zero_images(tmp_path_factory):
+    """After the session, every log the suite wrote is scanned: an accuracy over zero images is an error."""
+    yield
+    found = logs_with_accuracy_over_zero_images(tmp_path_factory.getbasetemp())
+    assert not found, f"accuracy printed over zero evaluated images in {found}"

@@ -35,6 +35,7 @@ import torch
 
 import trainers  # noqa: F401  (registers the trainers)
 from engine.engine import TRAINER_REGISTRY
+from tools import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_OPTS = [
@@ -97,7 +98,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_trainer_through_base2new_scripts(name: str, digits_root: Path, tmp_path: Path) -> None:
     scripts, opts, env, zero_shot = smoke_setup(name, digits_root, tmp_path)
     run_script(scripts / "base2new_train.sh", ["digits", "1", *opts], env)
-    common = f"digits/shots_1/{name}/*/seed1"
+    common = f"digits/shots_1/{name}/*/seed1+overrides-*"  # the smoke overrides place the run apart
     train_dir = only_dir(f"base2new/train_base/{common}", tmp_path)
     train_log = (train_dir / "log.txt").read_text()
     assert f"Loading trainer: {name}" in train_log
@@ -160,8 +161,12 @@ def flag(args: list[str], name: str) -> str:
 
 def test_lib_base2new_layout_passthrough_and_skip(lib_env: dict[str, str]) -> None:
     out = Path(lib_env["OUTPUT"])
-    run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1", "OPTIM.MAX_EPOCH", "3"], lib_env)
-    train_dir = out / "base2new/train_base/digits/shots_16/CoOp/vit_b16_ctxv1/seed1"
+    overrides = ["OPTIM.MAX_EPOCH", "3"]
+    run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1", *overrides], lib_env)
+    # a run with overrides is placed apart from the default run's folder (seed1)
+    plain_dir = out / "base2new/train_base/digits/shots_16/CoOp/vit_b16_ctxv1/seed1"
+    train_dir = layout.place(plain_dir, overrides)
+    assert train_dir.name.startswith("seed1+overrides-") and not plain_dir.exists()
     args = argv(train_dir)
     assert args[0] == "train.py" and "--eval-only" not in args
     assert flag(args, "--root") == "/data/root" and flag(args, "--seed") == "1"
@@ -179,19 +184,22 @@ def test_lib_base2new_layout_passthrough_and_skip(lib_env: dict[str, str]) -> No
     ]
 
     (train_dir / "argv.txt").unlink()
-    skipped = run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1"], lib_env)
+    skipped = run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1", *overrides], lib_env)
     assert "Skip this job" in skipped and not (train_dir / "argv.txt").exists()
-    run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1"], {**lib_env, "FORCE": "1"})
+    run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1", *overrides], {**lib_env, "FORCE": "1"})
     assert (train_dir / "argv.txt").exists()
     # `Finish training` without the final evaluation (say a test image failed to load) is not finished.
     (train_dir / "log.txt").write_text("Finish training\nDeploy the last-epoch model\nEvaluate on the *test* set\n")
     (train_dir / "argv.txt").unlink()
-    ran = run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1"], lib_env)
+    ran = run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1", *overrides], lib_env)
     assert "Skip this job" not in ran and (train_dir / "argv.txt").exists()
+    # the default run is not the smoke run: it trains into its own folder
+    ran = run_script(ROOT / "scripts/coop/base2new_train.sh", ["digits", "1"], lib_env)
+    assert "Skip this job" not in ran and (plain_dir / "argv.txt").exists()
 
-    run_script(ROOT / "scripts/coop/base2new_test.sh", ["digits", "1", "OPTIM.MAX_EPOCH", "3"], lib_env)
+    run_script(ROOT / "scripts/coop/base2new_test.sh", ["digits", "1", *overrides], lib_env)
     for sub in ("new", "all"):
-        args = argv(out / f"base2new/test_{sub}/digits/shots_16/CoOp/vit_b16_ctxv1/seed1")
+        args = argv(layout.place(out / f"base2new/test_{sub}/digits/shots_16/CoOp/vit_b16_ctxv1/seed1", overrides))
         assert "--eval-only" in args and flag(args, "--model-dir") == str(train_dir)
         assert flag(args, "--load-epoch") == "3"  # the caller's OPTIM.MAX_EPOCH
         assert args[-4:-2] == ["DATASET.SUBSAMPLE_CLASSES", sub]
@@ -219,7 +227,7 @@ def test_lib_load_epoch_defaults_and_env(lib_env: dict[str, str]) -> None:
     bmip_args = ["eurosat", "2", "OPTIM.MAX_EPOCH", "3"]
     run_script(ROOT / "scripts/bmip/base2new_train.sh", bmip_args, lib_env)
     run_script(ROOT / "scripts/bmip/base2new_test.sh", bmip_args, {**lib_env, "SUBS": "new"})
-    bmip_test = argv(out / "base2new/test_new/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed2")
+    bmip_test = argv(layout.place(out / "base2new/test_new/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed2", bmip_args[2:]))
     assert "--best" in bmip_test and "--load-epoch" not in bmip_test
 
 

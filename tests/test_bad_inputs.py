@@ -74,10 +74,10 @@ def argv(root: Path, out: Path, backbone: Path, *opts: str, trainer: str = "CoOp
     ]
 
 
-def error_of(args: list[str], capsys) -> str:
-    """Run train.py's entry point; it must fail with status 1 and one ``train.py: error:`` message."""
+def error_of(args: list[str], capsys, status: int = 1) -> str:
+    """Run train.py's entry point; it must fail with ``status`` and one ``train.py: error:`` message."""
     capsys.readouterr()
-    assert train.run(args) == 1
+    assert train.run(args) == status
     err = capsys.readouterr().err
     assert err.startswith("train.py: error: ") and err.endswith("\n") and "Traceback" not in err
     return err[len("train.py: error: "):-1]
@@ -444,7 +444,7 @@ def test_full_disk_is_one_line_naming_the_checkpoint(eurosat, tmp_path, micro_cl
 
     monkeypatch.setattr(torchtools, "open", full_disk, raising=False)
     out = tmp_path / "out"
-    assert error_of(argv(eurosat, out, micro_clip), capsys) == (
+    assert error_of(argv(eurosat, out, micro_clip), capsys, status=train.EXIT_DISK_FULL) == (
         f"Cannot write checkpoint {out / 'prompt_learner' / 'model.pth.tar-1'}: No space left on device (errno 28)"
     )
     assert not list((out / "prompt_learner").iterdir())

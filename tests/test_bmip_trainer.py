@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import train
+from tools import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -49,7 +50,7 @@ def test_base2new_scripts_train_select_on_val_and_test_new_and_all(data_root: Pa
     env = {"DATA": str(data_root), "OUTPUT": str(tmp_path), "PYTHON": sys.executable}
     args = ["digits", "1", *TINY, "OPTIM.MAX_EPOCH", "2"]
     _script("base2new_train.sh", args, env)
-    common = "digits/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1"
+    common = layout.place(Path("digits/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1"), args[2:])
     train_dir = tmp_path / "base2new/train_base" / common
     log = (train_dir / "log.txt").read_text()
     assert "Finish training" in log.splitlines()

@@ -178,9 +178,11 @@ def tree_dtd(root: Path):
 
 
 def tree_eurosat(root: Path):
-    for cat in ("SeaLake", "AnnualCrop"):
+    from datasets.eurosat import NEW_CNAMES  # every class folder: a missing or extra one is an error
+
+    for cat in NEW_CNAMES:
         images(root / "eurosat" / "2750" / cat, f"{cat}_", 5)
-    return ["Annual Crop Land", "Sea or Lake"], (4, 2, 4)
+    return [NEW_CNAMES[c] for c in sorted(NEW_CNAMES)], (20, 10, 20)
 
 
 def tree_ucf(root: Path):
@@ -282,16 +284,16 @@ def test_layout_end_to_end_through_the_data_loader(name, tmp_path):
     assert sorted(set(seen)) == list(enumerate(classnames))
 
 
-SPLIT_WRITERS = {  # readers that generate a split file when it is absent
-    "Caltech101": "split_zhou_Caltech101.json",
-    "OxfordPets": "split_zhou_OxfordPets.json",
-    "StanfordCars": "split_zhou_StanfordCars.json",
-    "OxfordFlowers": "split_zhou_OxfordFlowers.json",
-    "Food101": "split_zhou_Food101.json",
-    "SUN397": "split_zhou_SUN397.json",
-    "DescribableTextures": "split_zhou_DescribableTextures.json",
-    "EuroSAT": "split_zhou_EuroSAT.json",
-    "UCF101": "split_zhou_UCF101.json",
+SPLIT_WRITERS = {  # readers that generate a split file when it is absent (never under the published name)
+    "Caltech101": "split_generated_Caltech101.json",
+    "OxfordPets": "split_generated_OxfordPets.json",
+    "StanfordCars": "split_generated_StanfordCars.json",
+    "OxfordFlowers": "split_generated_OxfordFlowers.json",
+    "Food101": "split_generated_Food101.json",
+    "SUN397": "split_generated_SUN397.json",
+    "DescribableTextures": "split_generated_DescribableTextures.json",
+    "EuroSAT": "split_generated_EuroSAT.json",
+    "UCF101": "split_generated_UCF101.json",
 }
 
 
@@ -302,6 +304,7 @@ def test_generated_split_is_saved_and_read_back(name, tmp_path):
     first = build(name, tmp_path)
     split_file = Path(first.dataset_dir) / SPLIT_WRITERS[name]
     saved = json.loads(split_file.read_text())
+    assert first.split_used == str(split_file) and not Path(first.split_path).exists()
     assert {k: len(v) for k, v in saved.items()} == {
         "train": len(first.train_x),
         "val": len(first.val),
@@ -317,7 +320,7 @@ def test_generated_split_is_saved_and_read_back(name, tmp_path):
 def test_stanford_cars_split_paths_are_relative_to_the_dataset_folder(tmp_path):
     tree_cars(tmp_path)
     build("StanfordCars", tmp_path)
-    saved = json.loads((tmp_path / "stanford_cars" / "split_zhou_StanfordCars.json").read_text())
+    saved = json.loads((tmp_path / "stanford_cars" / "split_generated_StanfordCars.json").read_text())
     assert {rel.split("/")[0] for rel, _, _ in saved["test"]} == {"cars_test"}
 
 

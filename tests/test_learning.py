@@ -54,7 +54,7 @@ def base_accuracy(name: str, data: Path, out: Path, *extra: str) -> float:
     opts = [*LEARN_OPTS, *getattr(cls, "SMOKE_TEST_OPTS", ()), *getattr(cls, "LEARNING_TEST_OPTS", ()), *extra]
     env = {"DATA": str(data), "OUTPUT": str(out), "PYTHON": sys.executable, "TRAINER": name, "OMP_NUM_THREADS": "1"}
     output = run_script(scripts / "base2new_train.sh", ["toy_shapes", "1", *opts], env)
-    logs = sorted(out.glob(f"base2new/train_base/toy_shapes/shots_*/{name}/*/seed1/log.txt"))
+    logs = sorted(out.glob(f"base2new/train_base/toy_shapes/shots_*/{name}/*/seed1+overrides-*/log.txt"))
     assert len(logs) == 1, f"expected one training log for {name} under {out}, found {logs}\n{output[-2000:]}"
     found = ACCURACY.findall(logs[0].read_text())
     assert found, f"no accuracy line in {logs[0]}"

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tools import sweep
+from tools import layout, sweep
 from tools.metrics import harmonic_mean
 from tools.parse_test_res import TEST_END, TRAIN_END, parse_log
 
@@ -21,6 +21,7 @@ OPTS = [
     "MODEL.BACKBONE.NAME", "random:tiny", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2",
     "DATALOADER.NUM_WORKERS", "0", "TEST.PER_CLASS_RESULT", "True",
 ]  # fmt: skip
+SEED1 = layout.place("seed1", OPTS).name  # the overrides place every run apart (scripts/lib.sh)
 
 
 def _classes(log) -> dict[str, int]:
@@ -56,7 +57,7 @@ def test_mini_table1_runs_through_the_sweep_and_prints(mini_table):
     assert "running serially" in text and "runs left: 0" in text
     assert "All runs of this table are finished." in text
     b2n = out / "base2new"
-    clip = "digits/shots_2/ZeroshotCLIP/vit_b16/seed1/log.txt"
+    clip = f"digits/shots_2/ZeroshotCLIP/vit_b16/{SEED1}/log.txt"
     base = parse_log(b2n / "train_base" / clip, TEST_END)["accuracy"]  # zero-shot: evaluation only
     new = parse_log(b2n / "test_new" / clip, TEST_END)["accuracy"]
     row = next(line for line in text.splitlines() if line.startswith("CLIP") and " digits " in line)
@@ -66,13 +67,13 @@ def test_mini_table1_runs_through_the_sweep_and_prints(mini_table):
     assert len(bmip) == 3 and not any(re.search(r"\[\d+/\d+\]|missing", line) for line in bmip)
     for seed in (1, 2):
         assert parse_log(
-            b2n / f"train_base/digits/shots_2/BMIP/BMIP_ctx2_dp9_lr2/seed{seed}/log.txt", TRAIN_END
+            layout.place(b2n / f"train_base/digits/shots_2/BMIP/BMIP_ctx2_dp9_lr2/seed{seed}", OPTS) / "log.txt", TRAIN_END
         )
 
 
 def test_all_class_evaluation_uses_every_class_with_original_labels(mini_table):
     out = mini_table[0]
-    folder = "digits/shots_2/BMIP/BMIP_ctx2_dp9_lr2/seed1/log.txt"
+    folder = f"digits/shots_2/BMIP/BMIP_ctx2_dp9_lr2/{SEED1}/log.txt"
     base, new, every = (out / "base2new" / split / folder for split in ("train_base", "test_new", "test_all"))
     base_classes, new_classes, all_classes = _classes(base), _classes(new), _classes(every)
     assert len(base_classes) == 5 and len(new_classes) == 5

@@ -117,9 +117,18 @@ def test_rerun_into_the_same_output_dir_resumes_and_keeps_the_old_log(data_root,
     assert "Previous epoch: 2" in rerun and "epoch [" not in rerun and "Finish training" in rerun
     assert "epoch [2/2]" in (out / logs[1]).read_text()
 
-    # Another schedule length on a finished folder would continue the old cosine schedule at lr 0: refused.
+    # Other settings into the same folder are refused before anything runs (its run.json records them).
     longer = ["--trainer", "EngineToyTrainer", "--seed", "1", *toy_opts(data_root, out, **{"OPTIM.MAX_EPOCH": "4"})]
     capsys.readouterr()
+    assert train.run(longer) == 1
+    assert capsys.readouterr().err == (
+        f"train.py: error: OUTPUT_DIR {out} holds a run of other settings (OPTIM.MAX_EPOCH: 2 there, 4 here); its "
+        "results would be mixed with this run's. Use another --output-dir, or delete the folder to replace that run\n"
+    )
+    # Resuming it into a new folder with another schedule length would continue the old cosine schedule at
+    # lr 0: refused.
+    longer = ["--trainer", "EngineToyTrainer", "--seed", "1", "--resume", str(out),
+              *toy_opts(data_root, tmp_path / "longer", **{"OPTIM.MAX_EPOCH": "4"})]  # fmt: skip
     assert train.run(longer) == 1
     err = capsys.readouterr().err
     assert err == (

@@ -2,7 +2,9 @@
 
 Run the command-line tools from the repository root as modules, e.g. ``python -m tools.tables 1``.
 
-No torch: ``tables``, ``parse_test_res``, ``plan``, ``results``, ``metrics``, ``sweep`` and ``layout``
+No torch: ``tables``, ``parse_test_res``, ``plan``, ``results``, ``metrics``, ``sweep``, ``layout``,
+``run_record`` (what a run folder was made with), ``run_lock`` (one writer per folder) and
+``reliability_cases``
 import neither torch nor the project's engine, so collecting results, printing tables and planning or
 running sweeps work on any machine with numpy and tabulate (``tests/test_results.py`` checks it).
 

@@ -82,9 +82,15 @@ def _check_split_file(report: DatasetReport, cls: type, dataset_dir: str) -> Non
     if not os.path.isfile(split_path):
         report.status = INCOMPLETE
         report.missing.append(split_path)
+        generated = probe.generated_split_path
+        used = (
+            f"runs use the split generated on first use, {generated}"
+            if os.path.isfile(generated)
+            else "the reader would generate a new random split"
+        )
         report.problems.append(
-            "split file absent: the reader would generate a new random split, which does not match the "
-            "published one (python -m tools.prepare_data installs CoOp's file; see docs/DATASETS.md)"
+            f"split file absent: {used}, which does not match the published one "
+            "(python -m tools.prepare_data installs CoOp's file; see docs/DATASETS.md)"
         )
         return
     prefix = probe.split_prefix
@@ -158,7 +164,8 @@ def check_dataset(name: str, root: str) -> DatasetReport:
 def check_root(root: str, names: Sequence[str] | None = None) -> list[DatasetReport]:
     """Reports for ``names`` (default: every registered dataset with expected sizes, sorted) under ``root``."""
     if not os.path.isdir(os.path.expanduser(root)):
-        raise FileNotFoundError(f"Dataset root {root} is not an existing folder (pass --root DATASET.ROOT)")
+        what = "a file" if os.path.exists(os.path.expanduser(root)) else "not an existing folder"
+        raise FileNotFoundError(f"Dataset root {root} is {what}; pass --root DATASET.ROOT, the folder of the datasets")
     known = DATASET_REGISTRY.registered_names()
     by_lower = {name.lower(): name for name in known}
     unknown = [n for n in names or () if n.lower() not in by_lower]
@@ -202,7 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=[], help="the same, as an option")
     parser.add_argument("--max-missing", type=int, default=20, help="missing paths listed per dataset (0: all)")
     args = parser.parse_args(argv)
-    reports = check_root(args.root, [*args.names, *args.datasets])
+    try:
+        reports = check_root(args.root, [*args.names, *args.datasets])
+    except (OSError, ValueError) as e:
+        print(f"tools.check_data: error: {e}", file=sys.stderr)
+        return 2
     print(f"Dataset root: {os.path.abspath(os.path.expanduser(args.root))}")
     print(format_report(reports, args.max_missing))
     if any(r.status == MISSING for r in reports):

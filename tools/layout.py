@@ -11,6 +11,7 @@ changes, change the patterns here and nowhere else.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -27,6 +28,7 @@ __all__ = [
     "xd_test_dir",
     "fewshot_dir",
     "zeroshot_dir",
+    "place",
 ]
 
 _FUNCTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(\)\s*\{", re.MULTILINE)
@@ -137,3 +139,20 @@ def fewshot_dir(output: Path, dataset: str, shots: int, trainer: str, cfg: str, 
 
 def zeroshot_dir(output: Path, dataset: str, trainer: str, cfg: str) -> Path:
     return Path(output) / "zeroshot" / trainer / cfg / dataset
+
+
+PATH_SHOWN_KEYS = ("DATASET.NUM_SHOTS", "DATASET.IMAGE_FOLDER", "DATASET.IMAGE_LIST")
+
+
+def place(folder: Path, overrides: Sequence[str] = ()) -> Path:
+    """The folder of a run given these ``KEY VALUE`` overrides (lib.sh's ``lib_place``).
+
+    Without overrides (``DATASET.NUM_SHOTS``, ``DATASET.IMAGE_FOLDER`` and ``DATASET.IMAGE_LIST`` aside: the
+    path shows the shots and the dataset folder) it is ``folder``;
+    otherwise ``folder`` with ``+overrides-<8 hex digits of their sha256, one per line>`` appended.
+    """
+    pairs = [(k, v) for k, v in zip(overrides[::2], overrides[1::2]) if k not in PATH_SHOWN_KEYS]
+    if not pairs:
+        return Path(folder)
+    text = "".join(f"{k}\n{v}\n" for k, v in pairs)
+    return Path(f"{folder}+overrides-{hashlib.sha256(text.encode()).hexdigest()[:8]}")

@@ -292,6 +292,10 @@ class _Planner:
     def has_script(self, method: Method, script: str) -> bool:
         return (self.scripts_root / method.script_dir / f"{script}.sh").is_file()
 
+    def place(self, method: Method, folder: Path) -> Path:
+        """Where the script puts a run of ``method`` with this planner's overrides (lib.sh's lib_place)."""
+        return layout.place(folder, (*method.opts, *self.opts))
+
     def call(
         self, method: Method, script: str, args: Sequence[str], env: Mapping[str, str] | None = None
     ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], layout.ScriptInfo]:
@@ -336,12 +340,14 @@ def open_world_jobs(
                 folder = layout.base2new_dir(
                     p.output, "train_base", folder_name, p.shots, info.trainer, info.cfg, seed
                 )
+                folder = p.place(method, folder)
                 steps = [Step("base", label, dataset, seed, cmd, folder / "log.txt", _end_signal(info), env)]
                 for sub in ("new", "all"):
                     cmd, env, test = p.call(method, "base2new_test", args, {"SUBS": sub})
                     folder = layout.base2new_dir(
                         p.output, f"test_{sub}", folder_name, p.shots, test.trainer, test.cfg, seed
                     )
+                    folder = p.place(method, folder)
                     steps.append(Step(sub, label, dataset, seed, cmd, folder / "log.txt", TEST_END, env))
                 jobs.append(Job(f"base2new {label} {dataset} seed{seed}", tuple(steps)))
                 if info.zero_shot:  # deterministic: one run is enough
@@ -376,12 +382,14 @@ def transfer_jobs(
             for dataset in (source, *targets):
                 cmd, env, info = p.call(method, "zeroshot", (config_name(dataset),))
                 folder = layout.zeroshot_dir(p.output, config_name(dataset), info.trainer, info.cfg)
+                folder = p.place(method, folder)
                 steps.append(Step("xd", label, dataset, seeds[0], cmd, folder / "log.txt", TEST_END, env))
             jobs.append(Job(f"zero-shot {label} {source} + {len(targets)} targets", tuple(steps)))
             continue
         for seed in seeds:
             cmd, env, info = p.call(method, "xd_train", (src, str(seed)), {"SOURCE": src})
             folder = layout.xd_train_dir(p.output, src, info.trainer, info.cfg, p.shots, seed)
+            folder = p.place(method, folder)
             steps = [Step("xd", label, source, seed, cmd, folder / "log.txt", _end_signal(info), env)]
             for target in targets:
                 script = "dg_test" if target in DG_TARGETS else "xd_test"
@@ -389,6 +397,7 @@ def transfer_jobs(
                 folder = layout.xd_test_dir(
                     p.output, config_name(target), info.trainer, info.cfg, p.shots, seed
                 )
+                folder = p.place(method, folder)
                 steps.append(Step("xd", label, target, seed, cmd, folder / "log.txt", TEST_END, env))
             jobs.append(Job(f"transfer {label} {source} -> {len(targets)} targets seed{seed}", tuple(steps)))
     return jobs
@@ -416,6 +425,7 @@ def fewshot_jobs(
                 for seed in seeds:
                     cmd, env, info = p.call(method, "fewshot", (name, str(seed), str(k)))
                     folder = layout.fewshot_dir(p.output, folder_name, k, info.trainer, info.cfg, seed)
+                    folder = p.place(method, folder)
                     step = Step(
                         f"fewshot{k}", label, dataset, seed, cmd, folder / "log.txt", _end_signal(info), env
                     )

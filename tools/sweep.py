@@ -22,6 +22,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from tools import plan
 from tools.plan import Job, Step
+from tools.run_lock import FolderBusy, FolderLock
 
 __all__ = [
     "JobOutcome",
@@ -75,12 +77,53 @@ def dedupe(jobs: Iterable[Job]) -> list[Job]:
     return out
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT reached the sweep: no further step starts."""
+
+
+# The running script calls (each the leader of its own process group) and whether a stop was asked.
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+_stop = threading.Event()
+
+
+def _forward(signum: int, frame: object) -> None:
+    """Signal handler: stop starting steps and pass the signal to every running script's process group."""
+    _stop.set()
+    with _children_lock:
+        for child in _children:
+            try:
+                os.killpg(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
 def run_step(step: Step, console, extra_env: Mapping[str, str] | None = None) -> bool:
-    """Run one script call from the repository root; True when its log then holds its result."""
+    """Run one script call from the repository root; True when its log then holds its result.
+
+    The script runs in its own process group, so that a signal the sweep forwards reaches the
+    ``train.py`` under it too (bash does not pass SIGTERM on to the command it waits for).
+    """
+    if _stop.is_set():
+        raise Stopped
     env = {**os.environ, **dict(step.env), **(extra_env or {})}
     console.write(f"$ {' '.join(step.command)}\n")
     console.flush()
-    proc = subprocess.run(step.command, env=env, cwd=plan.REPO_ROOT, stdout=console, stderr=subprocess.STDOUT)
+    with _children_lock:
+        proc = subprocess.Popen(
+            step.command, env=env, cwd=plan.REPO_ROOT, stdout=console, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        _children.add(proc)
+    try:
+        proc.wait()
+    finally:
+        with _children_lock:
+            _children.discard(proc)
+    if _stop.is_set():
+        console.write(f"# stopped by a signal (exit code {proc.returncode})\n")
+        console.flush()
+        raise Stopped
     ok = proc.returncode == 0 and step.done()
     console.write(
         f"# exit code {proc.returncode}; result {'found' if step.done() else 'missing'} in {step.log}\n"
@@ -143,7 +186,10 @@ def run_local_gpus(
                 index, job = pending.get_nowait()
             except queue.Empty:
                 return
-            outcome = run_job(job, logs_dir, retries, {"CUDA_VISIBLE_DEVICES": gpu})
+            try:
+                outcome = run_job(job, logs_dir, retries, {"CUDA_VISIBLE_DEVICES": gpu})
+            except Stopped:
+                return
             with lock:
                 outcomes[index] = outcome
                 _announce(outcome, f" gpu {gpu}")
@@ -151,8 +197,11 @@ def run_local_gpus(
     threads = [threading.Thread(target=worker, args=(gpu,), daemon=True) for gpu in gpus]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    while any(t.is_alive() for t in threads):  # a timed join keeps the main thread free for signal handlers
+        for t in threads:
+            t.join(0.2)
+    if _stop.is_set():
+        raise Stopped
     return [outcomes[i] for i in range(len(jobs))]
 
 
@@ -313,6 +362,34 @@ def _executor(args: argparse.Namespace) -> tuple[str, Callable[[Sequence[Job]], 
     )
 
 
+_received: list[int] = [signal.SIGTERM]
+
+
+def _execute_with_signals(
+    jobs: Sequence[Job], where: str, execute: Callable[[Sequence[Job]], list[JobOutcome]]
+) -> list[JobOutcome]:
+    """``execute(jobs)`` with SIGTERM and SIGINT forwarded to the running scripts (see ``run_step``)."""
+
+    def handler(signum: int, frame: object) -> None:
+        _received[0] = signum
+        _forward(signum, frame)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _stop.clear()
+    try:
+        todo = sum(not job.done() for job in jobs)
+        print(f"[sweep] {len(jobs)} jobs, {todo} with unfinished runs; running {where}", flush=True)
+        start = time.time()
+        outcomes = execute(jobs)
+        if _stop.is_set():
+            raise Stopped
+        print(f"[sweep] finished in {time.time() - start:.0f}s", flush=True)
+        return outcomes
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from tools import tables
 
@@ -357,11 +434,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(jobs)
         return 0
     where, execute = _executor(args)
-    todo = sum(not job.done() for job in jobs)
-    print(f"[sweep] {len(jobs)} jobs, {todo} with unfinished runs; running {where}", flush=True)
-    start = time.time()
-    outcomes = execute(jobs)
-    print(f"[sweep] finished in {time.time() - start:.0f}s", flush=True)
+    lock_dir = Path(args.output) if args.run_list is None else args.run_list.resolve().parent
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FolderLock(lock_dir, ".sweep.lock", what="tools.sweep: the output root"):
+            outcomes = _execute_with_signals(jobs, where, execute)
+    except FolderBusy as e:
+        print(f"[sweep] error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except Stopped:
+        print(
+            f"[sweep] stopped by {signal.Signals(_received[0]).name}: passed it on to the running job(s) and "
+            "waited for them to end; run the same command again to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + _received[0]
     left = report(jobs, outcomes)
     if args.print_table and args.run_list is None:
         tables.print_table(jobs, args)

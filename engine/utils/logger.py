@@ -38,8 +38,21 @@ class Logger:
     def write(self, msg: str) -> int:
         self._to_console(msg)
         if self.file is not None:
-            self.file.write(msg)
-            self.file.flush()
+            try:
+                self.file.write(msg)
+                self.file.flush()
+            except OSError as e:  # a full disk or a vanished mount: stop logging, say so once
+                file, self.file = self.file, None
+                try:
+                    file.close()
+                except OSError:
+                    pass
+                error = OSError(
+                    f"Cannot write the log {self.fpath}: {e.strerror or e} (errno {e.errno}); the checkpoints "
+                    "saved so far are intact: free space and re-run the same command to resume"
+                )
+                error.errno = e.errno
+                raise error from e
         return len(msg)
 
     def _to_console(self, msg: str) -> None:

@@ -92,9 +92,31 @@ def read_image(path: str) -> Image.Image:
         raise FileNotFoundError(f"Image not found: {path}")
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except Exception as e:  # PIL raises several types for corrupt files
         raise OSError(f"Cannot read image {path}: {e}") from e
+
+
+# Grey modes deeper than 8 bits and the full value of their white. PIL's convert("RGB") clips them at 255,
+# which turns a 16-bit image almost entirely white, so they are scaled to 8 bits first.
+_DEEP_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB; 16-bit (and 32-bit integer or float) grey images are scaled, not clipped.
+
+    ``I`` (32-bit integer) is read as 16-bit data, what PNG and TIFF decoders give for 16-bit files,
+    unless a value exceeds 65535; ``F`` (float) as 0..1 unless a value exceeds 1.
+    """
+    if img.mode not in _DEEP_MODES:
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    white = float(_DEEP_MODES[img.mode])
+    peak = float(values.max()) if values.size else 0.0
+    if peak > white:
+        white = 2.0**32 - 1 if img.mode == "I" else 255.0
+    scaled = np.clip(np.round(values * (255.0 / white)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")
 
 
 def _header_problem(path: str) -> tuple[str, str] | None:

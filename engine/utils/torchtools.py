@@ -227,7 +227,9 @@ _tensor_only_pickle.Unpickler = _TensorOnlyUnpickler  # type: ignore[attr-define
 _tensor_only_pickle.load = lambda f, **kw: _TensorOnlyUnpickler(f, **kw).load()  # type: ignore[attr-defined]
 
 # What a truncated or otherwise damaged checkpoint raises from torch.load.
-_UNREADABLE = (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError)
+# A file that is no checkpoint at all (random bytes, text) makes torch's unpickler fail in any of the others.
+_UNREADABLE = (EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError,
+               IndexError, KeyError, TypeError, OverflowError)  # fmt: skip
 
 
 # The default of ``load_checkpoint(allow_pickle=None)``: False unless a run opts in for trusted files
@@ -269,6 +271,12 @@ def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
             return torch.load(fpath, map_location=map_location, encoding="latin1", **options)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        payload = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", str(e))
+        if payload is not None and not allow_pickle:
+            raise pickle.UnpicklingError(
+                f'"{fpath}" holds a pickle payload that calls {payload.group(1)}, not a checkpoint: refused '
+                "without running it"
+            ) from e
         if allow_pickle or found is None:
             raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
         raise pickle.UnpicklingError(
@@ -277,7 +285,8 @@ def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
             "load_checkpoint(path, allow_pickle=True)), which reads only its tensors and plain values"
         ) from e
     except _UNREADABLE as e:
-        raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
+        reason = "not a file torch.save wrote" if isinstance(e, _UNREADABLE[6:]) else _first_line(e)
+        raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {reason}') from e
 
 
 def _first_line(error: BaseException) -> str:
@@ -324,8 +333,13 @@ def _resume_candidates(fdir: str) -> list[str]:
     names = []
     pointer = os.path.join(fdir, "checkpoint")
     if os.path.isfile(pointer):
-        with open(pointer) as f:
-            names.append(f.readline().strip())
+        with open(pointer, errors="replace") as f:
+            name = f.readline(256).strip()
+        if name and (os.path.basename(name) != name or name.startswith(".")):
+            # A pointer names a file of its own folder; anything else (``../..``, a path) is not ours to read.
+            print(f'Warning: Checkpoint pointer "{pointer}" names "{name}", not a file of its folder; ignored')
+        else:
+            names.append(name)
     numbered = [(int(m.group(1)), n) for n in os.listdir(fdir) if (m := _NUMBERED.match(n))]
     names += [n for _, n in sorted(numbered, reverse=True) if n not in names]
     return [os.path.join(fdir, n) for n in names if n]
@@ -370,6 +384,9 @@ def resume_from_checkpoint(
     for fpath in candidates:
         try:
             checkpoint = load_checkpoint(fpath)
+            if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint or "epoch" not in checkpoint:
+                checkpoint = None
+                raise CheckpointError(f'Checkpoint "{fpath}" is unreadable: not a checkpoint (no state_dict/epoch)')
             break
         except (FileNotFoundError, CheckpointError, pickle.UnpicklingError) as e:
             print(f"Warning: {e}. Trying the next checkpoint")
