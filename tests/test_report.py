@@ -180,7 +180,7 @@ def _table(md: str, first_header: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("out")
+    out = tmp_path_factory.mktemp("runs") / "fewshot"  # folder names above the output folder do not count
     facts = write_tree(out)
     assert main([str(out), "--out", str(out / "report")]) == 0
     return out, facts, (out / "report" / "report.md").read_text()

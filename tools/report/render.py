@@ -200,7 +200,10 @@ def _html(blocks: list[Block]) -> str:
 
 
 def write_report(output_dir: Path, against: str, out: Path, margin: float) -> tuple[Path, Path]:
-    """Read ``output_dir``, compare with ``against`` ("paper", "none" or a folder), write into ``out``."""
+    """Read ``output_dir``, compare with ``against`` ("paper", "none" or a folder), write into ``out``.
+
+    Prints one summary line: rows, how many depart, runs not used.
+    """
     output_dir, out = Path(output_dir), Path(out)
     collection = collect_runs(output_dir)
     if against == "paper":
@@ -217,4 +220,6 @@ def write_report(output_dir: Path, against: str, out: Path, margin: float) -> tu
     md, page = out / "report.md", out / "report.html"
     md.write_text(_markdown(blocks, out))
     page.write_text(_html(blocks))
+    departing = sum(r.flagged for r in rows)
+    print(f"{len(rows)} rows, {departing} departing from the reference, {len(unusable)} runs not used")
     return md, page

@@ -77,11 +77,12 @@ def _stem(path: str) -> str:
     return Path(path).stem if path and path != "None" else ""
 
 
-def _paradigm(config: dict[str, str], folder: Path) -> str:
+def _paradigm(config: dict[str, str], where: Path) -> str:
+    """``where``: the run folder relative to the folder being read (its own parents do not count)."""
     subsample = config.get("DATASET.SUBSAMPLE_CLASSES", "all")
     if subsample in ("base", "new"):
         return subsample
-    parts = set(folder.parts)
+    parts = set(where.parts)
     if "fewshot" in parts:
         return f"fewshot{config.get('DATASET.NUM_SHOTS', '?')}"
     return "all" if "base2new" in parts else "xd"
@@ -117,8 +118,8 @@ def method_label(trainer: str, cfg: str, dataset_stem: str, paradigm: str) -> st
     return f"{trainer} ({cfg})" if cfg else trainer
 
 
-def read_run(log: Path) -> Run | Unusable:
-    """What one ``log.txt`` holds, or why it cannot be used."""
+def read_run(log: Path, root: Path) -> Run | Unusable:
+    """What one ``log.txt`` under ``root`` holds, or why it cannot be used."""
     folder = log.parent
     args, config = read_log_header(log)
     if not config:
@@ -128,7 +129,7 @@ def read_run(log: Path) -> Run | Unusable:
     except ValueError:
         return Unusable(folder, f"SEED {config.get('SEED')!r} in the printed config is not an integer")
     eval_only = args.get("eval_only") == "True"
-    paradigm = _paradigm(config, folder)
+    paradigm = _paradigm(config, folder.relative_to(root))
     dataset_stem = _stem(args.get("dataset_config_file", "")) or config.get("DATASET.NAME", "?")
     trainer = config.get("TRAINER.NAME") or args.get("trainer", "?")
     result = parse_log(log, TEST_END if eval_only else TRAIN_END)
@@ -245,7 +246,7 @@ def collect_runs(root: str | Path) -> Collection:
     collection = Collection(root)
     finished = []
     for log in sorted(root.rglob("log.txt")):
-        found = read_run(log)
+        found = read_run(log, root)
         if isinstance(found, Unusable):
             collection.unusable.append(found)
         elif found.accuracy is None:
