@@ -94,7 +94,8 @@ def bars(dataset: str, rows: Sequence[Row], methods: Sequence[str], out: Path) -
     ax.set_xticks(range(len(metrics)), metrics)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{dataset}: mean over seeds (error bar: std), black diamond: reference", fontsize="medium")
+    key = ", black diamond: reference" if shown_ref else " (no reference)"
+    ax.set_title(f"{dataset}: mean over seeds (error bar: std){key}", fontsize="medium")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out / f"bars_{slug(dataset)}.png", f"{dataset}: ours per method beside the reference")
 
@@ -133,7 +134,8 @@ def scatter(rows: Sequence[Row], methods: Sequence[str], out: Path) -> Picture |
     ax.set_ylim(0, 100)
     ax.set_xlabel("base accuracy (%)")
     ax.set_ylabel("new accuracy (%)")
-    ax.set_title("Base vs new per method (a point per dataset; hollow: reference)", fontsize="medium")
+    key = "; hollow: reference" if shown_ref else ""
+    ax.set_title(f"Base vs new per method (a point per dataset{key})", fontsize="medium")
     ax.legend(fontsize="x-small", loc="lower right")
     return _save(fig, out / "base_vs_new.png", "Base vs new accuracy, one series per method")
 
