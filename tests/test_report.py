@@ -302,3 +302,25 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
             [sys.executable, "-m", "tools.report", *argv], cwd=ROOT, capture_output=True, text=True
         )
         assert proc.returncode == 2 and needle in proc.stderr.splitlines()[-1]
+
+
+def test_printed_config_is_read_back_key_for_key(tmp_path):
+    """tools.parse_test_res.read_log_header flattens train.py's printed config: every leaf, as printed."""
+    import train
+    from tools.parse_test_res import read_log_header
+
+    argv = _argv("BMIP", "eurosat", 1, tmp_path, "base", opts=("DEVICE", ""))
+    log = write_engine_log(tmp_path, argv, 50.0)
+    args, config = read_log_header(log)
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", str(value)
+
+    assert config == dict(leaves(cfg))
+    assert config["DATASET.CIFAR_C_TYPE"] == "" and config["TRAINER.NAME"] == "BMIP"
+    assert args["config_file"] == CFGS["BMIP"][1] and args["eval_only"] == "False"
