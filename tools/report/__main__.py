@@ -1,4 +1,6 @@
-"""Did my run reproduce? ``python -m tools.report OUTPUT_DIR [--against paper|none|FOLDER] [--out DIR]``.
+"""Did my run reproduce? report.md and report.html of an output folder, beside the paper or another folder.
+
+    python -m tools.report OUTPUT_DIR [--against paper|none|FOLDER] [--out DIR] [--margin M]
 
 Reads every ``log.txt`` under OUTPUT_DIR (tools.report.runs), puts each method's mean +- std per
 dataset and metric beside the reference (the paper's numbers, or another output folder such as a run
