@@ -25,7 +25,9 @@ def write_train_log(
     ``config`` is the printed config (``str(cfg)``), placed where train.py prints it.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["************", "** Config **", "************", config, "Collecting env info ..."] if config else []
+    lines = (
+        ["************", "** Config **", "************", config, "Collecting env info ..."] if config else []
+    )
     lines += ["epoch [1/2] batch [1/1] loss 1.0", "Evaluate on the *val* set", "=> result"]
     if val is not None:
         lines.append(f"* accuracy: {val:.{decimals}f}%")
@@ -81,3 +83,62 @@ def write_scripts(root: Path, methods: dict[str, tuple[str, str, str]]) -> Path:
                 f'lib_setup {trainer} {cfg} {loadep}\n{action} "$@"\n'
             )
     return scripts
+
+
+def printed_header(argv: list[str]) -> str:
+    """The arguments and config blocks train.py prints at the top of ``log.txt`` for ``argv``."""
+    import contextlib
+    import io
+
+    import train
+
+    args = train.build_parser().parse_args(argv)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        train.print_args(args, train.setup_cfg(args))
+    return buffer.getvalue() + "Collecting env info ...\n"
+
+
+def write_engine_log(
+    run_dir: Path,
+    argv: list[str],
+    accuracy: float | None,
+    epochs: list[tuple[float, float, float]] = (),
+    batches: int = 4,
+    extra: str = "",
+) -> Path:
+    """A log as train.py writes it: the printed header, ``extra`` lines, a batch line per batch of each
+    epoch ``(loss, acc, lr)`` (the running means end at the given values), then ``Finish training`` and
+    the test block; ``accuracy`` None leaves the run unfinished. An ``--eval-only`` argv gives no batch
+    lines and a result block without ``Finish training``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = (
+        [printed_header(argv).rstrip("\n"), extra.rstrip("\n")]
+        if extra
+        else [printed_header(argv).rstrip("\n")]
+    )
+    eval_only = "--eval-only" in argv
+    for epoch, (loss, acc, lr) in enumerate(epochs, start=1):
+        for batch in range(1, batches + 1):
+            run_loss, run_acc = loss + (batches - batch) * 0.1, acc - (batches - batch)
+            lines.append(
+                f"epoch [{epoch}/{len(epochs)}] batch [{batch}/{batches}] time 0.083 (0.188) data 0.000 (0.024) "
+                f"loss {run_loss + 0.3:.4f} ({run_loss:.4f}) acc {run_acc + 5:.4f} ({run_acc:.4f}) lr {lr:.4e} "
+                "eta 0:00:01"
+            )
+    if accuracy is not None:
+        if not eval_only:
+            lines += ["Finish training", "Deploy the last-epoch model"]
+        lines += [
+            "Evaluate on the *test* set",
+            "=> result",
+            "* total: 1,000",
+            f"* accuracy: {accuracy:.2f}%",
+            f"* error: {100 - accuracy:.2f}%",
+        ]
+        if not eval_only:
+            lines.append("Elapsed: 0:00:01")
+    path = run_dir / "log.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -28,7 +28,17 @@ from pathlib import Path
 
 from tools.metrics import summarize
 
-__all__ = ["TRAIN_END", "TEST_END", "metric_regex", "parse_log", "run_group", "parse_directory", "main"]
+__all__ = [
+    "TRAIN_END",
+    "TEST_END",
+    "metric_regex",
+    "parse_log",
+    "read_log_header",
+    "read_epoch_curves",
+    "run_group",
+    "parse_directory",
+    "main",
+]
 
 TRAIN_END = "Finish training"
 TEST_END = "=> result"
@@ -70,34 +80,99 @@ def parse_log(
     return found
 
 
+_ARGS_START = "** Arguments **"
 _CONFIG_START = "** Config **"
-_GROUP_KEYS = (("DATASET", "NAME"), ("DATASET", "SUBSAMPLE_CLASSES"))
+_HEADER_END = ("Collecting env info", "** System info **")
 UNKNOWN = "?"
 
 
-def run_group(path: str | Path) -> tuple[str, str]:
-    """(dataset, label space) from the yacs config a ``log.txt`` prints; ``?`` for what it does not say.
+def read_log_header(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(arguments, config) that train.py (and Dassl's train.py) print at the top of ``log.txt``.
 
-    Only the first config block is read (a resumed run prints the same one again).
+    Arguments are ``{flag: value}``; the yacs config is flattened to ``{"DATASET.NAME": value}`` from
+    its two-space indentation. Values stay strings, as printed. Only the first blocks are read (a
+    resumed run prints the same ones again); a log without them gives empty dicts.
     """
-    found: dict[tuple[str, str], str] = {}
-    section = None
-    in_config = False
+    args: dict[str, str] = {}
+    config: dict[str, str] = {}
+    target: dict[str, str] | None = None
+    stack: list[str] = []
+    last_key = None
     with Path(path).open(errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
-            if not in_config:
-                in_config = line.strip() == _CONFIG_START
+            stripped = line.strip()
+            if stripped == _ARGS_START and not args:
+                target = args
                 continue
-            if line.startswith("** ") or line.startswith("Collecting env info"):
-                break
-            if line and not line.startswith(" ") and line.endswith(":"):
-                section = line[:-1]
-            elif line.startswith("  ") and not line.startswith("   ") and ":" in line:
-                key, _, value = line.strip().partition(":")
-                if (section, key) in _GROUP_KEYS:
-                    found[(section, key)] = value.strip()
-    return tuple(found.get(k, UNKNOWN) for k in _GROUP_KEYS)  # type: ignore[return-value]
+            if stripped == _CONFIG_START and not config:
+                target, stack = config, []
+                continue
+            if target is None or set(stripped) == {"*"}:
+                continue
+            if line.startswith(_HEADER_END) or line.startswith("** "):
+                if target is config:
+                    break
+                target = None
+                continue
+            if target is args:
+                key, sep, value = line.partition(": ")
+                if sep or line.endswith(":"):
+                    args[key.rstrip(":")] = value
+                continue
+            level = (len(line) - len(line.lstrip(" "))) // 2
+            key, sep, value = line.lstrip(" ").partition(":")  # "KEY: " is an empty value, "KEY:" a section
+            if not sep or " " in key or level > len(stack):
+                if last_key is not None:  # a value printed over several lines
+                    config[last_key] += "\n" + stripped
+                continue
+            del stack[level:]
+            if value == "":
+                stack.append(key)
+                last_key = None
+            else:
+                last_key = ".".join([*stack, key])
+                config[last_key] = value[1:] if value.startswith(" ") else value
+    return args, config
+
+
+_EPOCH_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\] (.*)$")
+_METER = re.compile(r"(\w+) ([-+\d.eE]+|nan|inf) \(([-+\d.eE]+|nan|inf)\)")
+_LR = re.compile(r"\blr ([-+\d.eE]+)")
+_NOT_CURVES = ("time", "data")  # the batch line's timers, not training quantities
+
+
+def read_epoch_curves(path: str | Path) -> dict[str, dict[int, float]]:
+    """Per-epoch training quantities from a log's batch lines: ``{"loss": {1: 1.23, ...}, "lr": ...}``.
+
+    A batch line (``epoch [e/E] batch [b/B] ... loss 0.2 (1.0) acc 93.7 (70.6) lr 3.5e-03 ...``, the
+    engine's and Dassl's format) prints each meter's running mean over the epoch in brackets; the last
+    line of an epoch gives that epoch's mean (exact when its last batch is printed), and ``lr`` its
+    learning rate. A resumed run prints redone epochs again: the later lines win.
+    """
+    curves: dict[str, dict[int, float]] = {}
+    path = Path(path)
+    if not path.is_file():
+        return curves
+    with path.open(errors="replace") as f:
+        for raw in f:
+            match = _EPOCH_LINE.match(raw.strip())
+            if match is None:
+                continue
+            epoch, rest = int(match.group(1)), match.group(5)
+            for name, _, mean in _METER.findall(rest):
+                if name not in _NOT_CURVES:
+                    curves.setdefault(name, {})[epoch] = float(mean)
+            lr = _LR.search(rest)
+            if lr:
+                curves.setdefault("lr", {})[epoch] = float(lr.group(1))
+    return curves
+
+
+def run_group(path: str | Path) -> tuple[str, str]:
+    """(dataset, label space) from the yacs config a ``log.txt`` prints; ``?`` for what it does not say."""
+    config = read_log_header(path)[1]
+    return (config.get("DATASET.NAME", UNKNOWN), config.get("DATASET.SUBSAMPLE_CLASSES", UNKNOWN))
 
 
 def _run_dirs(directory: Path) -> list[Path]:
@@ -145,7 +220,9 @@ def parse_directory(
             print(f"* {keyword}: {stat.mean:.2f}% +- {stat.std:.2f}%")
             print("===")
     if len(groups) > 1:
-        print(f"Note: {len(groups)} datasets / label spaces in {directory}: summarised separately, never averaged")
+        print(
+            f"Note: {len(groups)} datasets / label spaces in {directory}: summarised separately, never averaged"
+        )
     return means
 
 

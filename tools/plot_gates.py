@@ -49,6 +49,7 @@ __all__ = [
     "read_gate_curves",
     "slot_style",
     "read_gate_history",
+    "read_scalars",
     "read_tensorboard_curves",
 ]
 
@@ -174,11 +175,8 @@ def curves_from_checkpoints(history: GateHistory, attention: float, activation: 
 
 
 # ---- tensorboard ---------------------------------------------------------------------------------------
-def read_tensorboard_curves(run_dir: str) -> GateCurves | None:
-    """The applied ``w`` per epoch, block and slot from ``RUN_DIR/tensorboard``; None without gate scalars.
-
-    A resumed run appends event files; for an epoch logged twice the later value wins.
-    """
+def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]] | None:
+    """Every scalar of ``RUN_DIR/tensorboard`` as ``{tag: [(step, value), ...]}``; None without that folder."""
     directory = os.path.join(run_dir, TENSORBOARD_DIR)
     if not os.path.isdir(directory):
         return None
@@ -186,21 +184,32 @@ def read_tensorboard_curves(run_dir: str) -> GateCurves | None:
 
     events = EventAccumulator(directory, size_guidance={SCALARS: 0})  # 0: keep every event
     events.Reload()
-    tags = events.Tags()["scalars"]
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def read_tensorboard_curves(run_dir: str) -> GateCurves | None:
+    """The applied ``w`` per epoch, block and slot from ``RUN_DIR/tensorboard``; None without gate scalars.
+
+    A resumed run appends event files; for an epoch logged twice the later value wins.
+    """
+    directory = os.path.join(run_dir, TENSORBOARD_DIR)
+    scalars = read_scalars(run_dir)
+    if scalars is None:
+        return None
     # Steps are iterations; the engine's epoch tag says which epoch ends at each step. Runs older than
     # that tag wrote the gates at the 1-based epoch number.
-    epoch_of = {e.step: int(e.value) for e in events.Scalars(EPOCH_TAG)} if EPOCH_TAG in tags else None
+    epoch_of = {step: int(value) for step, value in scalars[EPOCH_TAG]} if EPOCH_TAG in scalars else None
     found: dict[str, dict[int, dict[int, dict[int, float]]]] = {side: {} for side in SIDES}
-    for tag in tags:
+    for tag, events in scalars.items():
         match = _SLOT_TAG.match(tag)
         if match is None:
             continue
         side, block, slot = match.group(1), int(match.group(2)), int(match.group(3))
-        for event in events.Scalars(tag):
-            epoch = event.step if epoch_of is None else epoch_of.get(event.step)
+        for step, value in events:
+            epoch = step if epoch_of is None else epoch_of.get(step)
             if epoch is None:
-                raise ValueError(f"{directory}: gate scalar {tag} at step {event.step} has no {EPOCH_TAG} value")
-            found[side].setdefault(epoch, {}).setdefault(block, {})[slot] = event.value
+                raise ValueError(f"{directory}: gate scalar {tag} at step {step} has no {EPOCH_TAG} value")
+            found[side].setdefault(epoch, {}).setdefault(block, {})[slot] = value
     if not any(found.values()):
         return None
     values = {
