@@ -115,7 +115,7 @@ def test_a_generated_split_never_takes_the_published_name_and_check_data_says_it
     (report,) = check_data.check_root(str(tmp_path), ["EuroSAT"])
     assert report.status == check_data.INCOMPLETE and report.problems == [
         f"split file absent: runs use the split generated on first use, {generated}, which does not match the "
-        "published one (download it with the images, see docs/DATASETS.md)"
+        "published one (python -m tools.prepare_data installs CoOp's file; see docs/DATASETS.md)"
     ]
     again = build("EuroSAT", tmp_path)  # read back, not generated anew
     assert [d.impath for d in again.test] == [d.impath for d in first.test]

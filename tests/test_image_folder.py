@@ -276,7 +276,7 @@ def test_tables_tool_shows_an_image_folder_row(flowers: Path, tmp_path: Path, ca
     text = capsys.readouterr().out
     row = next(line for line in text.splitlines() if line.startswith("BMIP") and " image_folder " in line)
     label = lib_dataset_dir("image_folder", "DATASET.IMAGE_FOLDER", "flowers", data=str(flowers.parent))
-    logs = {sub: out / f"base2new/{sub}/{label}/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1/log.txt"
+    logs = {sub: layout.place(out / f"base2new/{sub}/{label}/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1", opts) / "log.txt"
             for sub in ("train_base", "test_new")}  # fmt: skip
     base, new = (float(ACCURACY.findall(logs[s].read_text())[-1].split()[-1][:-1]) for s in logs)
     assert row.split()[2::3][:2] == [f"{base:.2f}", f"{new:.2f}"], text
