@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 import train
 from engine.config import get_cfg_default
@@ -226,65 +226,143 @@ def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_r
     assert "Loaded keys: ['ctx']" in evaluated and "* accuracy:" in evaluated
 
 
-def write_dassl_file(path: Path, state_dict: dict, monkeypatch, epoch: int = 1) -> None:
-    """A checkpoint as real Dassl writes it: the scheduler and its successor pickled as objects."""
-    module = ModuleType("dassl.optim.lr_scheduler")
+class _RealDasslWarmup(LRScheduler):
+    """Real Dassl's warmup scheduler as it pickles: an ``LRScheduler`` holding its successor, with the
+    default ``state_dict`` (every attribute but its own optimizer, so the successor goes in as an object,
+    with the successor's optimizer and that one's ``defaultdict`` state)."""
 
-    class ConstantWarmupScheduler:
-        pass
+    def __init__(self, optimizer, successor, warmup_epoch: int):
+        self.successor, self.warmup_epoch = successor, warmup_epoch
+        super().__init__(optimizer)
 
-    ConstantWarmupScheduler.__module__ = module.__name__
-    ConstantWarmupScheduler.__qualname__ = "ConstantWarmupScheduler"
-    module.ConstantWarmupScheduler = ConstantWarmupScheduler
-    for name in ("dassl", "dassl.optim", "dassl.optim.lr_scheduler"):
-        monkeypatch.setitem(sys.modules, name, module)
-    ctx = nn.Parameter(state_dict["ctx"].clone())
+    def step(self, epoch=None):
+        if self.last_epoch >= self.warmup_epoch:
+            self.successor.step(epoch)
+            self._last_lr = self.successor.get_last_lr()
+        else:
+            super().step(epoch)
+
+
+class ConstantWarmupScheduler(_RealDasslWarmup):
+    def __init__(self, optimizer, successor, warmup_epoch: int, cons_lr: float):
+        self.cons_lr = cons_lr
+        super().__init__(optimizer, successor, warmup_epoch)
+
+    def get_lr(self):
+        return self.successor.get_last_lr() if self.last_epoch >= self.warmup_epoch else [self.cons_lr] * len(
+            self.base_lrs)
+
+
+class LinearWarmupScheduler(_RealDasslWarmup):
+    def __init__(self, optimizer, successor, warmup_epoch: int, min_lr: float):
+        self.min_lr = min_lr
+        super().__init__(optimizer, successor, warmup_epoch)
+
+    def get_lr(self):
+        if self.last_epoch >= self.warmup_epoch:
+            return self.successor.get_last_lr()
+        if self.last_epoch == 0:
+            return [self.min_lr] * len(self.base_lrs)
+        return [lr * self.last_epoch / self.warmup_epoch for lr in self.base_lrs]
+
+
+def write_dassl_file(path: Path, state_dict: dict, dtype: torch.dtype = torch.float32, warmup: str = "constant",
+                     extra: object = None) -> None:
+    """A checkpoint as real Dassl's save_model writes it for the official CoOp: the prompt learner's
+    parameters in ``dtype`` after one epoch of SGD with momentum under a warm-up scheduler (Dassl's
+    build_lr_scheduler with a cosine successor that counts the warm-up epoch), the optimizer's and scheduler's
+    ``state_dict()``."""
+    with pytest.MonkeyPatch.context() as patch:
+        module = ModuleType("dassl.optim.lr_scheduler")
+        for cls in (ConstantWarmupScheduler, LinearWarmupScheduler):
+            patch.setattr(cls, "__module__", module.__name__)
+            setattr(module, cls.__name__, cls)
+        for name in ("dassl", "dassl.optim", "dassl.optim.lr_scheduler"):
+            patch.setitem(sys.modules, name, module)
+        _write_dassl_file(path, state_dict, dtype, warmup, extra)
+
+
+def _write_dassl_file(path: Path, state_dict: dict, dtype: torch.dtype, warmup: str, extra: object) -> None:
+    ctx = nn.Parameter(state_dict["ctx"].to(dtype))
     optimizer = torch.optim.SGD([ctx], lr=0.002, momentum=0.9)
     successor = CosineAnnealingLR(optimizer, T_max=2)
-    owner = ConstantWarmupScheduler()
-    owner.__dict__.update({"successor": successor, "warmup_epoch": 1, "cons_lr": 1e-5, "last_epoch": epoch,
-                           "base_lrs": [0.002], "_last_lr": [0.002]})
+    successor.last_epoch = 1  # Dassl's OPTIM.WARMUP_RECOUNT False: the cosine counts the warm-up epoch
+    if warmup == "constant":
+        scheduler = ConstantWarmupScheduler(optimizer, successor, warmup_epoch=1, cons_lr=1e-5)
+    else:
+        scheduler = LinearWarmupScheduler(optimizer, successor, warmup_epoch=1, min_lr=1e-5)
+    ctx.grad = torch.full_like(ctx, 1e-3)
+    optimizer.step()  # the momentum buffer: a per-parameter entry in the optimizer's defaultdict
+    scheduler.step()
+    saved = {**state_dict, "ctx": ctx.detach()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": optimizer.state_dict(),
-                "scheduler": owner.__dict__ | {"successor": successor}, "val_result": None}, path)
+    torch.save({"state_dict": saved, "epoch": 1, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "val_result": None, **({"extra": extra} if extra else {})},
+               path)
     (path.parent / "checkpoint").write_text(path.name + "\n")
-    for name in ("dassl", "dassl.optim", "dassl.optim.lr_scheduler"):
-        monkeypatch.delitem(sys.modules, name)
 
 
-def test_dassl_files_evaluate_and_resume_with_allow_pickle_and_convert(data_root, quiet_env, tmp_path, monkeypatch,
-                                                                       capsys):
+class NotDassl:
+    """An object no Dassl checkpoint holds (the safe loader must refuse the file)."""
+
+
+@pytest.mark.parametrize(("dtype", "warmup"), [(torch.float32, "constant"), (torch.float16, "linear")])
+def test_dassl_warmup_checkpoints_evaluate_resume_and_convert_safely(data_root, quiet_env, tmp_path, capsys, dtype,
+                                                                      warmup):
     out = tmp_path / "ours"
     assert train.run(coop_argv(data_root, out, epochs=1)) == 0
     ours = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]
     official = OrderedDict((k, v.half() if k != "ctx" else v + 1.0) for k, v in ours.items())
     dassl_dir = tmp_path / "dassl"
-    write_dassl_file(dassl_dir / "prompt_learner" / "model.pth.tar-1", official, monkeypatch)
+    dassl_file = dassl_dir / "prompt_learner" / "model.pth.tar-1"
+    write_dassl_file(dassl_file, official, dtype, warmup)
+    written = torch.load(dassl_file, weights_only=False)
+    assert isinstance(written["scheduler"]["successor"], CosineAnnealingLR)  # an object, as real Dassl's
+    assert type(written["scheduler"]["successor"].optimizer.state).__name__ == "defaultdict"
+    assert written["state_dict"]["ctx"].dtype == dtype
     capsys.readouterr()
 
+    # Evaluation, no flag: only the types a Dassl checkpoint holds are rebuilt, as inert stand-ins.
     evaluate = coop_argv(data_root, tmp_path / "eval", "--eval-only", "--model-dir", str(dassl_dir), "--load-epoch", "1")
-    assert train.run(evaluate) == 1
-    assert "pass --allow-pickle to train.py" in capsys.readouterr().err
-    assert train.run(["--allow-pickle", *evaluate]) == 0
+    assert train.run(evaluate) == 0
     assert "* accuracy:" in capsys.readouterr().out
 
-    # Resume training from it (epoch 1 of 2), then the official ctx + 1.0 has moved on from there.
+    # Resume training from it (epoch 1 of 2): the successor's schedule state arrives, ctx moves on.
     resumed = tmp_path / "resumed"
-    write_dassl_file(resumed / "prompt_learner" / "model.pth.tar-1", official, monkeypatch)
-    assert train.run(["--allow-pickle", *coop_argv(data_root, resumed)]) == 0
+    write_dassl_file(resumed / "prompt_learner" / "model.pth.tar-1", official, dtype, warmup)
+    assert train.run(coop_argv(data_root, resumed)) == 0
     logged = capsys.readouterr().out
     assert "Loaded scheduler" in logged and "epoch [2/2]" in logged and "epoch [1/2]" not in logged
-    final = torch.load(resumed / "prompt_learner" / "model.pth.tar-2", weights_only=True)["state_dict"]["ctx"]
-    assert not torch.equal(final, official["ctx"]) and torch.allclose(final, official["ctx"], atol=0.1)
+    final = torch.load(resumed / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    assert final["scheduler"]["successor_state"]["last_epoch"] == 2  # the file's successor went on (ours: 1)
+    start = written["state_dict"]["ctx"].float()
+    assert not torch.equal(final["state_dict"]["ctx"], start)
+    assert torch.allclose(final["state_dict"]["ctx"], start, atol=0.1)
 
-    # Converted once, the file needs no --allow-pickle.
+    # Converted once (no flag needed), the file is plain and loads as ours.
     converted = tmp_path / "converted"
-    assert convert_main(["--method", "CoOp", "--allow-pickle", str(dassl_dir / "prompt_learner" / "model.pth.tar-1"),
-                         "--output-dir", str(converted)]) == 0
-    assert set(torch.load(converted / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]) == {
-        "prompt_learner.ctx"}
+    assert convert_main(["--method", "CoOp", str(dassl_file), "--output-dir", str(converted)]) == 0
+    plain = torch.load(converted / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]
+    assert set(plain) == {"prompt_learner.ctx"} and plain["prompt_learner.ctx"].dtype == torch.float32
+    assert torch.equal(plain["prompt_learner.ctx"], start)
     evaluate[evaluate.index(str(dassl_dir))] = str(converted)
     assert train.run(evaluate) == 0
+
+
+def test_a_checkpoint_with_other_objects_needs_allow_pickle(data_root, quiet_env, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ours"
+    assert train.run(coop_argv(data_root, out, epochs=1)) == 0
+    ours = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]
+    foreign = tmp_path / "foreign"
+    write_dassl_file(foreign / "prompt_learner" / "model.pth.tar-1", ours, extra=NotDassl())
+    capsys.readouterr()
+    evaluate = coop_argv(data_root, tmp_path / "eval", "--eval-only", "--model-dir", str(foreign), "--load-epoch", "1")
+    assert train.run(evaluate) == 1
+    refused = capsys.readouterr().err
+    assert f"({NotDassl.__module__}.NotDassl)" in refused and "could run code" in refused
+    assert "pass --allow-pickle" in refused and "inert placeholder" in refused
+    assert train.run(["--allow-pickle", *evaluate]) == 0
+    assert "* accuracy:" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------ Dassl's generic trainer surface
