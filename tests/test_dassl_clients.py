@@ -96,6 +96,41 @@ def test_our_train_py_takes_a_file_of_the_same_name_and_its_keys(data_root, clip
     assert "CTX_INIT=True W=8.0 LOSS.NAME='prograd'" in out and "* accuracy:" in out
 
 
+def test_prograd_trainer_file_runs_its_training_step(data_root, clip_cache, tmp_path):
+    """ProGrad's file calls the fork-added ``prograd_backward_and_update``; its CoOp modules come in by a
+    relative import from the repository's trainers package."""
+    out = tmp_path / "prograd"
+    log = dassl_run(str(CLIENTS / "train.py"), *client_args(data_root, out, "ProGrad", "prograd.yaml"),
+                    cache=clip_cache)
+    assert "epoch [1/1] batch [1/1]" in log and "xe_loss" in log and "kl_loss" in log and "* accuracy:" in log
+    ctx = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]["ctx"]
+    assert ctx.dtype == torch.float16 and torch.isfinite(ctx).all()
+
+
+def test_prograd_step_removes_the_conflicting_component_per_tensor():
+    """ProGrad's rule: where the task gradient g points against the knowledge gradient h, the step uses
+    g - lambda (g.h)/|h|^2 h; elsewhere g itself (each parameter tensor on its own)."""
+    from engine.engine import TrainerBase
+
+    trainer = TrainerBase()
+    model = nn.ParameterDict({"w": nn.Parameter(torch.zeros(2)), "u": nn.Parameter(torch.zeros(2)),
+                              "frozen": nn.Parameter(torch.zeros(2), requires_grad=False)})
+    trainer.register_model("prompt", model, torch.optim.SGD(model.parameters(), lr=1.0), None)
+
+    def losses():
+        w, u = model["w"], model["u"]
+        task = w @ torch.tensor([1.0, 1.0]) + u @ torch.tensor([1.0, 0.0])
+        knowledge = w @ torch.tensor([-2.0, 0.0]) + u @ torch.tensor([1.0, 1.0]) + model["frozen"].sum()
+        return task, knowledge
+
+    trainer.prograd_backward_and_update(*losses(), lambda_=0.5)
+    # w: g=(1,1), h=(-2,0), g.h=-2 < 0 -> g - 0.5 * (-2/4) * h = (0.5, 1); u: g.h = 1 > 0 -> g = (1, 0).
+    torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -1.0]))
+    torch.testing.assert_close(model["u"].detach(), torch.tensor([-1.0, 0.0]))
+    trainer.prograd_backward_and_update(*losses())  # lambda 1 removes the whole conflicting component
+    torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -2.0]))
+
+
 # ------------------------------------------------------------------------ config and registry rules
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from engine.data import DataManager
 from engine.evaluation import build_evaluator
+from engine.optim.prograd import project_conflicting_gradient
 from engine.utils import (
     AverageMeter,
     CheckpointError,
@@ -370,6 +371,23 @@ class TrainerBase:
     def model_backward_and_update(self, loss: torch.Tensor, names: str | list[str] | None = None) -> None:
         self.model_zero_grad(names)
         self.model_backward(loss)
+        self.model_update(names)
+
+    def prograd_backward_and_update(
+        self, loss_a: torch.Tensor, loss_b: torch.Tensor, lambda_: float = 1.0, names: str | list[str] | None = None
+    ) -> None:
+        """One optimizer step on ``loss_a`` whose gradient, per parameter tensor, loses ``lambda_`` times its
+        component against ``loss_b``'s gradient where they conflict (ProGrad; the method the Dassl forks of
+        ProGrad and KgCoOp add, so their ProGrad trainers run here; ``engine.optim.prograd``)."""
+        names = self.get_model_names(names)
+        self.model_zero_grad(names)
+        params = [p for name in names for p in self._models[name].parameters() if p.requires_grad]
+        self.detect_anomaly(loss_b)
+        guides = torch.autograd.grad(loss_b, params, retain_graph=True, allow_unused=True)
+        self.model_backward(loss_a)
+        for param, guide in zip(params, guides):
+            if param.grad is not None and guide is not None:
+                param.grad = project_conflicting_gradient(param.grad, guide, lambda_)
         self.model_update(names)
 
 

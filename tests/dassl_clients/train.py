@@ -6,6 +6,7 @@ It declares its keys in ``extend_cfg`` and imports its own ``trainers`` package 
 import argparse
 
 import torch
+import trainers.prograd  # noqa: F401
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import collect_env_info, set_random_seed, setup_logger
@@ -55,6 +56,7 @@ def extend_cfg(cfg):
     cfg.LOSS = CN()
     cfg.LOSS.NAME = ""
     cfg.LOSS.LAMBDA = 1.0
+    cfg.LOSS.T = 1.0
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
 
 
