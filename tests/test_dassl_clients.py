@@ -89,11 +89,24 @@ def test_dassl_tools_train_py_with_an_imported_trainer_file(data_root, clip_cach
 
 
 def test_our_train_py_takes_a_file_of_the_same_name_and_its_keys(data_root, clip_cache, tmp_path):
-    out = dassl_run("--import", str(CLIENTS / "trainers" / "coop.py"), "train.py",
+    """Files of a trainers package import inside it: prograd.py's ``from .coop import`` finds the fixture's
+    coop.py, not ours (whose package has the same name)."""
+    out = dassl_run("--import", str(CLIENTS / "trainers" / "coop.py"), "--import",
+                    str(CLIENTS / "trainers" / "prograd.py"), "train.py",
                     *[a for a in client_args(data_root, tmp_path / "out", "CoOp", "coop.yaml") if a != "--no-env-info"],
                     cache=clip_cache)
     assert 'takes the name "CoOp" in the TRAINER registry from the built-in trainers.coop.CoOp' in out
     assert "CTX_INIT=True W=8.0 LOSS.NAME='prograd'" in out and "* accuracy:" in out
+
+
+def test_import_a_repository_folder_registers_its_train_py_keys_and_trainers(data_root, clip_cache, tmp_path):
+    """``--import REPO`` through our train.py: the repository's extend_cfg (LOSS.T lives only there and in
+    no file of ours) and the trainers its train.py imports, here ProGrad with its relative import."""
+    args = [a for a in client_args(data_root, tmp_path / "out", "ProGrad", "prograd.yaml") if a != "--no-env-info"]
+    out = dassl_run("--import", str(CLIENTS), "train.py", *args, cache=clip_cache)
+    assert "xe_loss" in out and "kl_loss" in out and "* accuracy:" in out
+    with pytest.raises(AssertionError, match="Non-existent config key: LOSS"):  # without it: not our keys
+        dassl_run("train.py", *args, cache=clip_cache)
 
 
 def test_prograd_trainer_file_runs_its_training_step(data_root, clip_cache, tmp_path):
