@@ -144,6 +144,17 @@ def test_prograd_step_removes_the_conflicting_component_per_tensor():
     torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -2.0]))
 
 
+def test_repository_with_its_own_datasets_and_clip_reaches_our_names(data_root, clip_cache, tmp_path):
+    """Its ``datasets`` package hides ours and its ``clip`` knows only OpenAI's names: the launcher registers
+    our readers (Digits) and answers ``random:micro`` in its ``clip._MODELS``/``_download``, unmodified."""
+    out = dassl_run(str(CLIENTS / "own_packages" / "train.py"), "--root", str(data_root), "--output-dir",
+                    str(tmp_path / "out"), "--trainer", "LinearProbe", "--backbone", "random:micro",
+                    "--dataset-config-file", DIGITS, "INPUT.SIZE", "(32, 32)", "DATASET.NUM_SHOTS", "2",
+                    "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", cache=clip_cache)
+    assert "Backbone random:micro: 62 tensors, embed_dim 64" in out  # its own build_model read our weights
+    assert "# classes  10" in out and "* accuracy:" in out  # our Digits, through its train.py
+
+
 # ------------------------------------------------------------------------ config and registry rules
 
 

@@ -7,7 +7,9 @@ turns the ``dassl.*`` alias on (``ENGINE_DASSL_ALIAS=1``, inherited by DataLoade
 processes) and makes ``clip.build_model`` return OpenAI's fp16 weights (``CLIP_OPENAI_FP16=1``), then
 runs SCRIPT as ``__main__`` with ``sys.argv = [SCRIPT, ARGUMENTS...]``. SCRIPT's folder comes first on
 ``sys.path``, as with ``python SCRIPT``, so the repository's own ``trainers``, ``datasets`` and ``clip``
-win; this project's come last, as a fallback (e.g. its ``Digits`` dataset).
+win; this project's come last, as a fallback (e.g. its ``Digits`` dataset). Where the repository has its own
+``datasets``/``clip``, our readers are registered anyway and its ``clip._MODELS`` answers ``random:*``/``toy:clip``
+(:func:`serve_project_names`).
 
 ``--import FILE`` imports a trainer file first (for entry points that import no trainers, like Dassl's
 ``tools/train.py``), inside its package when it has one; a module-level ``extend_cfg(cfg)`` in it is
@@ -102,8 +104,72 @@ def _add_fallback_folders(root: str) -> None:
     for package in FALLBACK_PACKAGES:
         folder = os.path.join(root, package)
         ours = importlib.import_module(package)
-        if os.path.isdir(folder) and folder not in ours.__path__:
+        if os.path.isdir(folder) and folder not in ours.__path__ and _is_ours(ours):
             ours.__path__.append(folder)
+
+
+def _is_ours(module: ModuleType) -> bool:
+    return os.path.dirname(os.path.dirname(os.path.abspath(module.__file__ or ""))) == ROOT
+
+
+def serve_project_names(repository: str) -> None:
+    """A repository whose own ``datasets``/``clip`` packages hide ours still reaches this project's names.
+
+    Our dataset readers are imported (under our package, then set aside so the repository imports its
+    own ``datasets``) and register as built-ins in the shared ``DATASET_REGISTRY``; the repository's
+    ``clip._MODELS`` answers this project's generated backbones (``random:<arch>``, ``toy:clip``) and its
+    ``clip._download`` hands out their weights (an OpenAI-layout state dict from our ``clip``), so its own
+    ``load_clip_to_cpu`` and ``build_model`` read them. Nothing of the repository is edited.
+    """
+    own = [p for p in FALLBACK_PACKAGES if os.path.isdir(os.path.join(repository, p))]
+    if not own:
+        return
+    ours: dict[str, dict[str, ModuleType]] = {}
+    sys.path.insert(0, ROOT)
+    try:
+        for package in own:
+            importlib.import_module(package)
+            if package == "clip":
+                importlib.import_module("clip.pretrained")
+            ours[package] = {n: m for n, m in sys.modules.items() if n.split(".")[0] == package}
+            for name in ours[package]:
+                del sys.modules[name]
+    finally:
+        sys.path.remove(ROOT)
+    if "clip" in ours:
+        _answer_generated_backbones(ours["clip"])
+
+
+def _answer_generated_backbones(our_clip: dict[str, ModuleType]) -> None:
+    """Add ``random:<arch>``/``toy:clip`` to the repository's ``clip._MODELS`` and serve them in its ``_download``."""
+    # The repository's package; its files reach the table as ``from clip import clip; clip._MODELS``.
+    theirs = importlib.import_module("clip")
+    theirs = getattr(theirs, "clip", theirs) if not hasattr(theirs, "_download") else theirs
+    pretrained = our_clip["clip.pretrained"]
+    names = [f"random:{arch}" for arch in our_clip["clip.factory"].ARCHS] + ["toy:clip"]
+    original = theirs._download
+
+    def _download(url: str, *args: object, **kwargs: object) -> str:
+        if not isinstance(url, str) or not url.startswith(pretrained.GENERATED_PREFIXES):
+            return original(url, *args, **kwargs)
+        with _modules_in_place(our_clip):  # our clip imports its own modules lazily
+            return pretrained._download(url)
+
+    theirs._MODELS.update({name: name for name in names})
+    theirs._download = _download
+
+
+@contextlib.contextmanager
+def _modules_in_place(modules: dict[str, ModuleType]) -> Iterator[None]:
+    """``modules`` in ``sys.modules`` for the duration, whatever held their names before."""
+    held = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in {m.split(".")[0] for m in modules}}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name in modules:
+            sys.modules.pop(name, None)
+        sys.modules.update(held)
 
 
 @contextlib.contextmanager
@@ -152,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if not dassl_alias.install():
         print("Note: a real dassl package is installed; the script uses it, not this engine")
+    if os.path.dirname(script) != ROOT:
+        serve_project_names(os.path.dirname(script))
     for path in imports:
         import_file(path)
     sys.argv = [script, *arguments]
