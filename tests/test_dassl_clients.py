@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 import train
 from engine.config import get_cfg_default
 from engine.utils import Registry
+from tests.dassl_compat import compat_row
 from tools.convert_official import main as convert_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,9 @@ def client_args(data_root: Path, out: Path, trainer: str, config: str, *flags: s
 # ------------------------------------------------------------------------ unmodified client files
 
 
+@compat_row("a repository's own `train.py` (CoOp, KgCoOp shape) via `python -m tools.dassl_run REPO/train.py`",
+            'yes',
+            "its `extend_cfg` keys with their YAML types (bool `CTX_INIT`, `W`, `LOSS`), its `CoOp` (our name) trains, saves the official layout; its CoCoOp's `meta_net.half()` meets OpenAI's fp16 `build_model`")
 def test_repository_train_py_runs_its_coop_and_fp16_cocoop(data_root, clip_cache, tmp_path):
     """The repository's own train.py, trainers (named like ours), keys and YAML types, unmodified."""
     script = str(CLIENTS / "train.py")
@@ -77,6 +81,9 @@ def test_repository_train_py_runs_its_coop_and_fp16_cocoop(data_root, clip_cache
     assert "* accuracy:" in cocoop
 
 
+@compat_row("Dassl's `tools/train.py` via `tools.dassl_run --import FILE`",
+            'yes',
+            "the imported file's trainer and `extend_cfg` keys, trained and evaluated")
 def test_dassl_tools_train_py_with_an_imported_trainer_file(data_root, clip_cache, tmp_path):
     """Dassl's generic entry point imports no trainer: ``--import`` brings the file and its extend_cfg."""
     args = client_args(data_root, tmp_path / "out", "CoOp", "coop.yaml")
@@ -88,6 +95,9 @@ def test_dassl_tools_train_py_with_an_imported_trainer_file(data_root, clip_cach
     assert "* accuracy:" in out
 
 
+@compat_row('our `train.py` with `--import FILE` (files of a `trainers` package)',
+            'yes',
+            "the file's `CoOp` takes the name over, its keys win over ours; a file's relative import (`from .coop import`) finds its own package's module, not ours")
 def test_our_train_py_takes_a_file_of_the_same_name_and_its_keys(data_root, clip_cache, tmp_path):
     """Files of a trainers package import inside it: prograd.py's ``from .coop import`` finds the fixture's
     coop.py, not ours (whose package has the same name)."""
@@ -99,6 +109,9 @@ def test_our_train_py_takes_a_file_of_the_same_name_and_its_keys(data_root, clip
     assert "CTX_INIT=True W=8.0 LOSS.NAME='prograd'" in out and "* accuracy:" in out
 
 
+@compat_row('our `train.py` with `--import REPO` (a folder or its `train.py`)',
+            'yes',
+            "the repository's `extend_cfg` (keys that live only in its train.py) and the trainers its train.py imports; without it the keys are unknown")
 def test_import_a_repository_folder_registers_its_train_py_keys_and_trainers(data_root, clip_cache, tmp_path):
     """``--import REPO`` through our train.py: the repository's extend_cfg (LOSS.T lives only there and in
     no file of ours) and the trainers its train.py imports, here ProGrad with its relative import."""
@@ -109,6 +122,9 @@ def test_import_a_repository_folder_registers_its_train_py_keys_and_trainers(dat
         dassl_run("train.py", *args, cache=clip_cache)
 
 
+@compat_row("a ProGrad trainer file (calls `prograd_backward_and_update`, which ProGrad's and KgCoOp's Dassl forks add)",
+            'yes',
+            "the file's real training step (CE and KD losses, the engine's gradient projection) trains and evaluates")
 def test_prograd_trainer_file_runs_its_training_step(data_root, clip_cache, tmp_path):
     """ProGrad's file calls the fork-added ``prograd_backward_and_update``; its CoOp modules come in by a
     relative import from the repository's trainers package."""
@@ -120,6 +136,9 @@ def test_prograd_trainer_file_runs_its_training_step(data_root, clip_cache, tmp_
     assert ctx.dtype == torch.float16 and torch.isfinite(ctx).all()
 
 
+@compat_row('`prograd_backward_and_update` itself',
+            'yes',
+            'per parameter tensor, the CE gradient loses `lambda_` times its component along a conflicting KD gradient; a non-conflicting one is kept')
 def test_prograd_step_removes_the_conflicting_component_per_tensor():
     """ProGrad's rule: where the task gradient g points against the knowledge gradient h, the step uses
     g - lambda (g.h)/|h|^2 h; elsewhere g itself (each parameter tensor on its own)."""
@@ -144,6 +163,9 @@ def test_prograd_step_removes_the_conflicting_component_per_tensor():
     torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -2.0]))
 
 
+@compat_row('a repository with its own `datasets/` and `clip/` via `tools.dassl_run`',
+            'yes',
+            'our `Digits` reader and `random:micro` (in its `clip._MODELS`/`_download`, read by its own `build_model`) reach its train.py')
 def test_repository_with_its_own_datasets_and_clip_reaches_our_names(data_root, clip_cache, tmp_path):
     """Its ``datasets`` package hides ours and its ``clip`` knows only OpenAI's names: the launcher registers
     our readers (Digits) and answers ``random:micro`` in its ``clip._MODELS``/``_download``, unmodified."""
@@ -256,6 +278,9 @@ def quiet_env(monkeypatch, clip_cache):
     monkeypatch.setenv("CLIP_CACHE_DIR", str(clip_cache))
 
 
+@compat_row("our CoOp checkpoint -> real Dassl's resume and the official `coop.py`'s `load_model`",
+            'yes',
+            "Dassl's strict loads fit, its warmup scheduler keeps a working successor; the official `load_model` loads `ctx`")
 def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_root, clip_cache, quiet_env, tmp_path):
     out = tmp_path / "ours"
     assert train.run(coop_argv(data_root, out)) == 0
@@ -366,6 +391,9 @@ class NotDassl:
 
 
 @pytest.mark.parametrize(("dtype", "warmup"), [(torch.float32, "constant"), (torch.float16, "linear")])
+@compat_row('a real-Dassl CoOp checkpoint with warm-up (pickled successor, optimizer, `defaultdict`) -> our `--eval-only`, resume, `tools.convert_official`',
+            'yes, no flag',
+            "exactly the types a Dassl checkpoint holds load as inert data (fp32 constant and fp16 linear warm-up); resume continues the file's successor; the converted file is plain fp32")
 def test_dassl_warmup_checkpoints_evaluate_resume_and_convert_safely(data_root, quiet_env, tmp_path, capsys, dtype,
                                                                       warmup):
     out = tmp_path / "ours"
@@ -408,6 +436,9 @@ def test_dassl_warmup_checkpoints_evaluate_resume_and_convert_safely(data_root, 
     assert train.run(evaluate) == 0
 
 
+@compat_row('a checkpoint holding other pickled objects',
+            'with `--allow-pickle`',
+            'refused with one line naming the class, `--allow-pickle` and what it risks; with the flag it evaluates')
 def test_a_checkpoint_with_other_objects_needs_allow_pickle(data_root, quiet_env, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ours"
     assert train.run(coop_argv(data_root, out, epochs=1)) == 0
@@ -427,6 +458,9 @@ def test_a_checkpoint_with_other_objects_needs_allow_pickle(data_root, quiet_env
 # ------------------------------------------------------------------------ Dassl's generic trainer surface
 
 
+@compat_row('a `TrainerXU` subclass (labelled + unlabelled loaders)',
+            'yes',
+            'one batch of each per step, `TRAIN.COUNT_ITER train_u` sets the epoch length')
 def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, tmp_path, capsys):
     """A semi-supervised trainer in Dassl's shape: TrainerXU, 3-value parse_batch_train, COUNT_ITER."""
     import datasets  # noqa: F401  (Digits)
@@ -483,6 +517,9 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()
 
 
+@compat_row("Dassl's `Vanilla` with the default `build_model` (`SimpleNet`) through Dassl's `tools/train.py`",
+            'yes, torchvision ResNets',
+            '`resnet18` backbone, `mlp` head, trains, evaluates, saves')
 def test_dassl_vanilla_trains_simplenet_through_dassl_tools_train_py(data_root, clip_cache, tmp_path):
     """Dassl's own baseline: the default build_model (SimpleNet, a torchvision ResNet) under Vanilla."""
     out = dassl_run("--import", "datasets", str(CLIENTS / "tools" / "train.py"), "--root", str(data_root),
@@ -496,3 +533,12 @@ def test_dassl_vanilla_trains_simplenet_through_dassl_tools_train_py(data_root, 
     assert "epoch [1/1]" in out and "* accuracy:" in out
     saved = torch.load(tmp_path / "out" / "model" / "model.pth.tar-1", weights_only=True)["state_dict"]
     assert "classifier.weight" in saved and saved["classifier.weight"].shape == (10, 32)
+
+
+def test_compat_table_in_the_docs_is_the_generated_one():
+    """docs/DASSL_COMPAT.md's table is what tools/dassl_compat_table.py writes from the @compat_row tests."""
+    from tools import dassl_compat_table as table
+
+    rows = table.collect_rows()
+    assert len(rows) >= 13 and all(row[3].startswith("`test_dassl_") for row in rows)
+    assert table.main(["--check"]) == 0, "run python -m tools.dassl_compat_table"
