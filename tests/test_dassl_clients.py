@@ -512,6 +512,52 @@ def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, 
         TRAINER_REGISTRY.unregister("ToyXU")
 
 
+@compat_row("Dassl's `EntMin` (semi-supervised) as a trainer file, with `init_network_weights` and "
+            "`dassl.engine.trainer.SimpleNet` importable",
+            'yes',
+            "the file's `TrainerXU` step on the default `SimpleNet` (a torchvision ResNet) with Dassl's "
+            "`TRAINER.ENTMIN.LMDA`: both losses logged, one epoch trained")
+def test_dassl_entmin_file_trains_on_labelled_and_unlabelled_digits(data_root, quiet_env, tmp_path, capsys):
+    import datasets  # noqa: F401  (Digits)
+    from engine import dassl_alias
+    from engine.data.datasets import DATASET_REGISTRY
+    from engine.engine import TRAINER_REGISTRY, build_trainer
+    from engine.utils import init_network_weights
+    from tools.dassl_run import import_file
+
+    class DigitsUnlabelled(DATASET_REGISTRY.get("Digits")):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self._train_u = self._test[:8]
+
+    assert dassl_alias.install()
+    DATASET_REGISTRY.register(DigitsUnlabelled)
+    try:
+        import_file(str(CLIENTS / "trainers" / "entmin.py"))
+        from dassl.engine.trainer import SimpleNet  # where Dassl's CrossGrad imports it from
+        from dassl.utils import init_network_weights as dassl_init
+
+        assert dassl_init is init_network_weights
+        cfg = get_cfg_default()
+        cfg.merge_from_list(["DATASET.NAME", "DigitsUnlabelled", "DATASET.ROOT", str(data_root), "TRAINER.NAME",
+                             "EntMin", "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
+                             "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.TRAIN_U.BATCH_SIZE", 4,
+                             "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1, "OPTIM.NAME", "sgd",
+                             "MODEL.BACKBONE.NAME", "resnet18", "MODEL.BACKBONE.PRETRAINED", False,
+                             "INPUT.TRANSFORMS", ["normalize"], "TEST.NO_TEST", True])
+        trainer = build_trainer(cfg)
+        assert isinstance(trainer.model, SimpleNet) and trainer.lmda == 1e-3
+        init_network_weights(trainer.model.classifier, init_type="kaiming")
+        trainer.train()
+        logged = capsys.readouterr().out
+        assert "epoch [1/1]" in logged and "loss_x" in logged and "loss_u" in logged
+    finally:
+        DATASET_REGISTRY.unregister("DigitsUnlabelled")
+        if "EntMin" in TRAINER_REGISTRY:
+            TRAINER_REGISTRY.unregister("EntMin")
+        dassl_alias.uninstall()
+
+
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     probs = logits.softmax(-1)
     return -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from engine.data import DataManager
 from engine.evaluation import build_evaluator
+from engine.modeling import SimpleNet  # also where Dassl's generic trainers import it from
 from engine.optim.prograd import project_conflicting_gradient
 from engine.utils import (
     AverageMeter,
@@ -441,7 +442,6 @@ class SimpleTrainer(TrainerBase):
 
     def build_model(self) -> None:
         """Dassl's default: a ``SimpleNet`` (``MODEL.BACKBONE``/``HEAD``) registered as ``model``; CLIP trainers override it."""
-        from engine.modeling import SimpleNet
         from engine.optim import build_lr_scheduler, build_optimizer
         from engine.utils import count_num_param, load_pretrained_weights
 
