@@ -163,6 +163,19 @@ def test_prograd_step_removes_the_conflicting_component_per_tensor():
     torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -2.0]))
 
 
+@compat_row('a MaPLe-family trainer file (`clip.build_model(state_dict, design_details)`, deep prompts through '
+            'the towers\' calls) via our `train.py --import FILE`',
+            'yes (MaPLe design; IVLP/VPT designs refused in one line)',
+            "the file's CLIP is built with its design_details and its deep prompts train; the convention's "
+            "logits are checked in `test_clip_designs.py`")
+def test_maple_family_file_through_our_train_py(data_root, clip_cache, tmp_path):
+    args = [a for a in client_args(data_root, tmp_path / "out", "MaPLe", "maple.yaml") if a != "--no-env-info"]
+    out = dassl_run("--import", str(CLIENTS / "trainers" / "maple.py"), "train.py", *args, cache=clip_cache)
+    assert "epoch [1/1] batch [1/1]" in out and "* accuracy:" in out
+    saved = torch.load(tmp_path / "out" / "MultiModalPromptLearner" / "model.pth.tar-1", weights_only=True)
+    assert "prompt_learner.compound_prompts_text.1" in saved["state_dict"]  # PROMPT_DEPTH 3: two deeper prompts
+
+
 @compat_row('a repository with its own `datasets/` and `clip/` via `tools.dassl_run`',
             'yes',
             'our `Digits` reader and `random:micro` (in its `clip._MODELS`/`_download`, read by its own `build_model`) reach its train.py')
