@@ -55,12 +55,15 @@ def import_file(path: str) -> ModuleType:
     """
     from engine.config import register_cfg_hook
 
-    if os.path.isdir(path):
+    if os.path.isfile(os.path.join(path, "train.py")):
         path = os.path.join(path, "train.py")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--import {os.path.dirname(path)}: a repository folder needs a train.py")
     if not path.endswith(".py"):
-        module = importlib.import_module(path)
+        try:
+            module = importlib.import_module(path)
+        except ModuleNotFoundError:
+            if os.path.isdir(path):
+                raise FileNotFoundError(f"--import {path}: a repository folder needs a train.py") from None
+            raise
     else:
         path = os.path.abspath(path)
         if not os.path.isfile(path):
