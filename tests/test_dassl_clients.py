@@ -230,18 +230,14 @@ def test_outside_registrations_take_built_in_names_but_not_each_others():
 # ------------------------------------------------------------------------ checkpoints both ways
 
 
-class DasslWarmup(CosineAnnealingLR):
-    """Dassl's warmup scheduler as far as checkpoints go: it holds its successor as an attribute, saves
-    its ``__dict__`` without the optimizer and loads by copying every saved key onto itself."""
+class _RealDasslWarmup(LRScheduler):
+    """Real Dassl's warmup scheduler as it pickles: an ``LRScheduler`` holding its successor, with the
+    default ``state_dict`` (every attribute but its own optimizer, so the successor goes in as an object,
+    with the successor's optimizer and that one's ``defaultdict`` state)."""
 
-    def __init__(self, optimizer, successor, warmup_epoch: int, cons_lr: float):
-        self.successor, self.warmup_epoch, self.cons_lr = successor, warmup_epoch, cons_lr
-        super().__init__(optimizer, T_max=1)
-
-    def get_lr(self):
-        if self.last_epoch >= self.warmup_epoch:
-            return self.successor.get_last_lr()
-        return [self.cons_lr for _ in self.base_lrs]
+    def __init__(self, optimizer, successor, warmup_epoch: int):
+        self.successor, self.warmup_epoch = successor, warmup_epoch
+        super().__init__(optimizer)
 
     def step(self, epoch=None):
         if self.last_epoch >= self.warmup_epoch:
@@ -250,11 +246,28 @@ class DasslWarmup(CosineAnnealingLR):
         else:
             super().step(epoch)
 
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+class ConstantWarmupScheduler(_RealDasslWarmup):
+    def __init__(self, optimizer, successor, warmup_epoch: int, cons_lr: float):
+        self.cons_lr = cons_lr
+        super().__init__(optimizer, successor, warmup_epoch)
+
+    def get_lr(self):
+        return self.successor.get_last_lr() if self.last_epoch >= self.warmup_epoch else [self.cons_lr] * len(
+            self.base_lrs)
+
+
+class LinearWarmupScheduler(_RealDasslWarmup):
+    def __init__(self, optimizer, successor, warmup_epoch: int, min_lr: float):
+        self.min_lr = min_lr
+        super().__init__(optimizer, successor, warmup_epoch)
+
+    def get_lr(self):
+        if self.last_epoch >= self.warmup_epoch:
+            return self.successor.get_last_lr()
+        if self.last_epoch == 0:
+            return [self.min_lr] * len(self.base_lrs)
+        return [lr * self.last_epoch / self.warmup_epoch for lr in self.base_lrs]
 
 
 class OfficialPromptLearner(nn.Module):
@@ -304,7 +317,7 @@ def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_r
     # Dassl resumes it: the strict load fits, and its scheduler keeps a working successor.
     model = OfficialPromptLearner(saved["state_dict"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
-    scheduler = DasslWarmup(optimizer, CosineAnnealingLR(optimizer, T_max=2), warmup_epoch=1, cons_lr=1e-5)
+    scheduler = ConstantWarmupScheduler(optimizer, CosineAnnealingLR(optimizer, T_max=2), warmup_epoch=1, cons_lr=1e-5)
     assert dassl_resume(fdir, model, optimizer, scheduler) == 2
     assert torch.equal(model.ctx.detach(), saved["state_dict"]["ctx"])
     assert scheduler.last_epoch == saved["scheduler"]["last_epoch"] and scheduler.cons_lr == 1e-5
@@ -321,46 +334,6 @@ def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_r
                                        str(out), "--load-epoch", "2", opts=("TRAINER.COOP.CTX_INIT", "False")),
                           cache=clip_cache)
     assert "Loaded keys: ['ctx']" in evaluated and "* accuracy:" in evaluated
-
-
-class _RealDasslWarmup(LRScheduler):
-    """Real Dassl's warmup scheduler as it pickles: an ``LRScheduler`` holding its successor, with the
-    default ``state_dict`` (every attribute but its own optimizer, so the successor goes in as an object,
-    with the successor's optimizer and that one's ``defaultdict`` state)."""
-
-    def __init__(self, optimizer, successor, warmup_epoch: int):
-        self.successor, self.warmup_epoch = successor, warmup_epoch
-        super().__init__(optimizer)
-
-    def step(self, epoch=None):
-        if self.last_epoch >= self.warmup_epoch:
-            self.successor.step(epoch)
-            self._last_lr = self.successor.get_last_lr()
-        else:
-            super().step(epoch)
-
-
-class ConstantWarmupScheduler(_RealDasslWarmup):
-    def __init__(self, optimizer, successor, warmup_epoch: int, cons_lr: float):
-        self.cons_lr = cons_lr
-        super().__init__(optimizer, successor, warmup_epoch)
-
-    def get_lr(self):
-        return self.successor.get_last_lr() if self.last_epoch >= self.warmup_epoch else [self.cons_lr] * len(
-            self.base_lrs)
-
-
-class LinearWarmupScheduler(_RealDasslWarmup):
-    def __init__(self, optimizer, successor, warmup_epoch: int, min_lr: float):
-        self.min_lr = min_lr
-        super().__init__(optimizer, successor, warmup_epoch)
-
-    def get_lr(self):
-        if self.last_epoch >= self.warmup_epoch:
-            return self.successor.get_last_lr()
-        if self.last_epoch == 0:
-            return [self.min_lr] * len(self.base_lrs)
-        return [lr * self.last_epoch / self.warmup_epoch for lr in self.base_lrs]
 
 
 def write_dassl_file(path: Path, state_dict: dict, dtype: torch.dtype = torch.float32, warmup: str = "constant",
