@@ -307,6 +307,7 @@ def quiet_env(monkeypatch, clip_cache):
 @compat_row("our CoOp checkpoint -> real Dassl's resume and the official `coop.py`'s `load_model`",
             'yes',
             "Dassl's strict loads fit, its warmup scheduler keeps a working successor; the official `load_model` loads `ctx`")
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_root, clip_cache, quiet_env, tmp_path):
     out = tmp_path / "ours"
     assert train.run(coop_argv(data_root, out)) == 0
