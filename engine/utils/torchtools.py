@@ -193,6 +193,17 @@ class PickledObject:
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
+    # A container subclass pickles its items after the object (SETITEMS / APPENDS): kept as data.
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("elements", []).append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        for value in values:
+            self.append(value)
+
     def __repr__(self) -> str:
         return f"PickledObject({self.cls_path})"
 
