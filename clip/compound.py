@@ -7,7 +7,8 @@ counter])``. From block 1 on, block ``i`` replaces the prompt tokens of the prev
 ``deeper_prompts[i-1]``: after the CLS token in the text tower, at the end of the sequence in the image
 tower. Their blocks cast those prompts (and ``shared_ctx``) to fp16 before joining them to the tokens,
 so an fp32 tower sees them rounded to fp16; this module does the same, so a MaPLe-style file gets the
-logits the repository's own CLIP gives. IVLP and VPT keep learnable prompts inside CLIP's blocks,
+logits the repository's own CLIP gives. Only a model built for the MaPLe design gets these towers
+(subclasses of ours that also take MaPLe's calls); every other CLIP is untouched. IVLP and VPT keep learnable prompts inside CLIP's blocks,
 which this CLIP does not build: ``build_model`` refuses those designs in one line.
 """
 
@@ -18,6 +19,8 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
+
+from .model import CLIP, Transformer, VisionTransformer
 
 # Designs whose towers are this CLIP's own (MaPLe's prompts come in through the call convention).
 PLAIN_DESIGNS = ("CoOp", "CoCoOp", "MaPLe")
@@ -34,6 +37,35 @@ def check_design_details(design_details: Optional[Mapping[str, Any]]) -> None:
             f"which this CLIP does not build (supported: {', '.join(PLAIN_DESIGNS)}); run the repository's own "
             "train.py through python -m tools.dassl_run, whose clip builds it"
         )
+
+
+def use_compound_prompt_calls(model: CLIP, design_details: Optional[Mapping[str, Any]]) -> CLIP:
+    """For the MaPLe design, let the towers take MaPLe's calls (other designs keep plain towers)."""
+    if design_details is not None and design_details.get("trainer") == "MaPLe":
+        model.transformer.__class__ = CompoundPromptTransformer
+        if isinstance(model.visual, VisionTransformer):
+            model.visual.__class__ = CompoundPromptVisionTransformer
+    return model
+
+
+class CompoundPromptTransformer(Transformer):
+    """A text tower that also takes MaPLe's ``[x, deeper_prompts, counter]`` (returned in kind)."""
+
+    def forward(self, x: Any, hook: Any = None, batch_first: Optional[bool] = None) -> Any:
+        if isinstance(x, list):
+            tokens, deeper, counter = x
+            return [super().forward(tokens, compound_prompt_hook(deeper, text=True), batch_first), deeper, counter]
+        return super().forward(x, hook, batch_first)
+
+
+class CompoundPromptVisionTransformer(VisionTransformer):
+    """An image tower that also takes MaPLe's ``visual(image, shared_ctx, deeper_prompts)``."""
+
+    def forward_tokens(self, x: Tensor, prompts: Optional[Tensor] = None, hook: Any = None) -> tuple[Tensor, Tensor]:
+        if isinstance(hook, (list, tuple)):
+            prompts = None if prompts is None else prompts.half()  # as MaPLe's tower joins them
+            hook = compound_prompt_hook(hook, text=False)
+        return super().forward_tokens(x, prompts, hook)
 
 
 def compound_prompt_hook(deeper: Sequence[Tensor], text: bool):

@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .compound import check_design_details
+from .compound import check_design_details, use_compound_prompt_calls
 from .model import CLIP, VisionTransformer, convert_weights
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
 from .toy import TOY_PREFIX, build_toy_clip
@@ -76,7 +76,7 @@ def build_model(state_dict: dict[str, torch.Tensor], design_details: Optional[Ma
     ``design_details``: the MaPLe repository's second argument (CoOp, CoCoOp, MaPLe designs; see
     ``clip/compound.py``)."""
     check_design_details(design_details)
-    model = openai_layout(_from_state_dict(state_dict))
+    model = use_compound_prompt_calls(openai_layout(_from_state_dict(state_dict)), design_details)
     if openai_fp16():
         convert_weights(model)
     return model

@@ -23,8 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compound import compound_prompt_hook
-
 QueryRows = Union[None, slice, Tensor, list[int]]
 
 
@@ -353,12 +351,7 @@ class Transformer(nn.Module):
         )
 
     def forward(self, x: Tensor, hook: Optional[Hook] = None, batch_first: Optional[bool] = None) -> Tensor:
-        """Run the blocks on ``x`` laid out as ``batch_first`` says (None: the ``batch_first`` attribute).
-
-        ``x`` may also be MaPLe's ``[tokens, deeper_prompts, counter]`` (text tower; ``clip/compound.py``)."""
-        if isinstance(x, list):
-            tokens, deeper, counter = x
-            return [self.forward(tokens, compound_prompt_hook(deeper, text=True), batch_first), deeper, counter]
+        """Run the blocks on ``x`` laid out as ``batch_first`` says (None: the ``batch_first`` attribute)."""
         if not (self.batch_first if batch_first is None else batch_first):
             return self.forward(x.permute(1, 0, 2), hook, batch_first=True).permute(1, 0, 2)
         for index, block in enumerate(self.resblocks):
@@ -424,11 +417,7 @@ class VisionTransformer(nn.Module):
         self, x: Tensor, prompts: Optional[Tensor] = None, hook: Optional[Hook] = None
     ) -> tuple[Tensor, Tensor]:
         """Features (N, output_dim) and the last block's output tokens (N, L, width), before ``ln_post``
-        (MMRL reads its representation tokens there). A list ``hook`` is MaPLe's deeper prompts
-        (``clip/compound.py``)."""
-        if isinstance(hook, (list, tuple)):
-            prompts = None if prompts is None else prompts.half()  # as MaPLe's tower joins them
-            hook = compound_prompt_hook(hook, text=False)
+        (MMRL reads its representation tokens there)."""
         x = self.transformer(self.embed(x, prompts), hook, batch_first=True)
         return self.ln_post(x[:, 0, :]) @ self.proj.to(x.dtype), x
 
