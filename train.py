@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="read checkpoints written by real Dassl (pickled schedulers): only their tensors and plain values "
-        "are rebuilt, nothing in the file runs; only for files you trust",
+        help="read checkpoints that pickle objects other than real Dassl's schedulers and optimizers (which "
+        "load without it): only tensors and plain values are rebuilt, nothing in the file runs; trusted files only",
     )
     parser.add_argument("--device", type=str, default="", help='torch device, e.g. "cpu" or "cuda:0" (DEVICE)')
     parser.add_argument(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Optional, Union
 
 import torch
 
+from .compound import check_design_details, use_compound_prompt_calls
 from .model import CLIP, VisionTransformer, convert_weights
 from .open_clip_backbone import OPEN_CLIP_PREFIX, build_open_clip, image_preprocess
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
@@ -69,11 +70,14 @@ def openai_layout(model: CLIP) -> CLIP:
     return model
 
 
-def build_model(state_dict: dict[str, torch.Tensor]) -> CLIP:
+def build_model(state_dict: dict[str, torch.Tensor], design_details: Optional[Mapping[str, Any]] = None) -> CLIP:
     """OpenAI-compatible ``clip.build_model``: the CLIP of an OpenAI-layout state dict, with OpenAI's
     (L, N, D) layout for direct ``transformer`` calls (:func:`openai_layout`). Weights are fp32, or
-    OpenAI's fp16 (:func:`~clip.model.convert_weights`) when :func:`openai_fp16` is on."""
-    model = openai_layout(_from_state_dict(state_dict))
+    OpenAI's fp16 (:func:`~clip.model.convert_weights`) when :func:`openai_fp16` is on.
+    ``design_details``: the MaPLe repository's second argument (CoOp, CoCoOp, MaPLe designs; see
+    ``clip/compound.py``)."""
+    check_design_details(design_details)
+    model = use_compound_prompt_calls(openai_layout(_from_state_dict(state_dict)), design_details)
     if openai_fp16():
         convert_weights(model)
     return model

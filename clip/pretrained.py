@@ -27,12 +27,16 @@ logger = logging.getLogger(__name__)
 CACHE_ENV_VAR = "CLIP_CACHE_DIR"
 
 _BASE_URL = "https://openaipublic.azureedge.net/clip/models"
+# Backbones built here rather than downloaded: the seeded random test CLIPs and the shipped toy CLIP.
+GENERATED_PREFIXES = ("random:", "toy:")
+
+
 class _ModelTable(dict):
-    """OpenAI's name -> URL table; ``random:<arch>`` names answer with themselves, so CoOp-style code
-    (``clip._download(clip._MODELS[name])``) also runs on the seeded random test backbones."""
+    """OpenAI's name -> URL table; ``random:<arch>`` and ``toy:`` names answer with themselves, so
+    CoOp-style code (``clip._download(clip._MODELS[name])``) also runs on the backbones built here."""
 
     def __missing__(self, name: str) -> str:
-        if isinstance(name, str) and name.startswith("random:"):
+        if isinstance(name, str) and name.startswith(GENERATED_PREFIXES):
             return name
         raise KeyError(name)
 
@@ -90,7 +94,7 @@ def _download(url: str, root: Optional[str | os.PathLike] = None) -> str:
     not kept. Offline, the error names the exact file to place and the URL to get it from.
     """
     root_dir = Path(root).expanduser() if root is not None else default_cache_dir()
-    if url.startswith("random:"):
+    if url.startswith(GENERATED_PREFIXES):
         return _random_checkpoint(url, root_dir)
     expected = url.split("/")[-2]
     target = root_dir / os.path.basename(url)
@@ -122,7 +126,8 @@ def _download(url: str, root: Optional[str | os.PathLike] = None) -> str:
 
 
 def _random_checkpoint(name: str, root_dir: Path) -> str:
-    """The state dict of ``clip.build_clip(name)`` (seed 0) saved in ``root_dir``, for ``random:<arch>``."""
+    """The state dict of ``clip.build_clip(name)`` saved in ``root_dir``, for ``random:<arch>`` (seed 0)
+    and ``toy:`` names."""
     from .factory import build_clip
 
     target = root_dir / (name.replace(":", "-").replace("/", "-") + ".pt")

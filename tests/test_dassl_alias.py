@@ -17,6 +17,7 @@ import clip
 import train
 from engine import dassl_alias
 from engine.engine import TRAINER_REGISTRY
+from tests.dassl_compat import compat_row
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "dassl_clip_adapter.py"
@@ -31,6 +32,9 @@ def alias():
     dassl_alias.uninstall()
 
 
+@compat_row('a Dassl module this engine does not provide (e.g. `dassl.engine.da`)',
+            'no',
+            'refused at import with one line naming the Dassl module and the engine module it maps to')
 def test_dassl_names_are_the_engine_modules(alias) -> None:
     import dassl.data.datasets.base_dataset as base_dataset
     from dassl.data.transforms import build_transform

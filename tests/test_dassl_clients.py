@@ -20,11 +20,12 @@ from types import ModuleType
 import pytest
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 import train
 from engine.config import get_cfg_default
 from engine.utils import Registry
+from tests.dassl_compat import compat_row
 from tools.convert_official import main as convert_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,9 @@ def client_args(data_root: Path, out: Path, trainer: str, config: str, *flags: s
 # ------------------------------------------------------------------------ unmodified client files
 
 
+@compat_row("a repository's own `train.py` (CoOp, KgCoOp shape) via `python -m tools.dassl_run REPO/train.py`",
+            'yes',
+            "its `extend_cfg` keys with their YAML types (bool `CTX_INIT`, `W`, `LOSS`), its `CoOp` (our name) trains, saves the official layout; its CoCoOp's `meta_net.half()` meets OpenAI's fp16 `build_model`")
 def test_repository_train_py_runs_its_coop_and_fp16_cocoop(data_root, clip_cache, tmp_path):
     """The repository's own train.py, trainers (named like ours), keys and YAML types, unmodified."""
     script = str(CLIENTS / "train.py")
@@ -77,6 +81,9 @@ def test_repository_train_py_runs_its_coop_and_fp16_cocoop(data_root, clip_cache
     assert "* accuracy:" in cocoop
 
 
+@compat_row("Dassl's `tools/train.py` via `tools.dassl_run --import FILE`",
+            'yes',
+            "the imported file's trainer and `extend_cfg` keys, trained and evaluated")
 def test_dassl_tools_train_py_with_an_imported_trainer_file(data_root, clip_cache, tmp_path):
     """Dassl's generic entry point imports no trainer: ``--import`` brings the file and its extend_cfg."""
     args = client_args(data_root, tmp_path / "out", "CoOp", "coop.yaml")
@@ -88,12 +95,99 @@ def test_dassl_tools_train_py_with_an_imported_trainer_file(data_root, clip_cach
     assert "* accuracy:" in out
 
 
+@compat_row('our `train.py` with `--import FILE` (files of a `trainers` package)',
+            'yes',
+            "the file's `CoOp` takes the name over, its keys win over ours; a file's relative import (`from .coop import`) finds its own package's module, not ours")
 def test_our_train_py_takes_a_file_of_the_same_name_and_its_keys(data_root, clip_cache, tmp_path):
-    out = dassl_run("--import", str(CLIENTS / "trainers" / "coop.py"), "train.py",
+    """Files of a trainers package import inside it: prograd.py's ``from .coop import`` finds the fixture's
+    coop.py, not ours (whose package has the same name)."""
+    out = dassl_run("--import", str(CLIENTS / "trainers" / "coop.py"), "--import",
+                    str(CLIENTS / "trainers" / "prograd.py"), "train.py",
                     *[a for a in client_args(data_root, tmp_path / "out", "CoOp", "coop.yaml") if a != "--no-env-info"],
                     cache=clip_cache)
     assert 'takes the name "CoOp" in the TRAINER registry from the built-in trainers.coop.CoOp' in out
     assert "CTX_INIT=True W=8.0 LOSS.NAME='prograd'" in out and "* accuracy:" in out
+
+
+@compat_row('our `train.py` with `--import REPO` (a folder or its `train.py`)',
+            'yes',
+            "the repository's `extend_cfg` (keys that live only in its train.py) and the trainers its train.py imports; without it the keys are unknown")
+def test_import_a_repository_folder_registers_its_train_py_keys_and_trainers(data_root, clip_cache, tmp_path):
+    """``--import REPO`` through our train.py: the repository's extend_cfg (LOSS.T lives only there and in
+    no file of ours) and the trainers its train.py imports, here ProGrad with its relative import."""
+    args = [a for a in client_args(data_root, tmp_path / "out", "ProGrad", "prograd.yaml") if a != "--no-env-info"]
+    out = dassl_run("--import", str(CLIENTS), "train.py", *args, cache=clip_cache)
+    assert "xe_loss" in out and "kl_loss" in out and "* accuracy:" in out
+    with pytest.raises(AssertionError, match="Non-existent config key: LOSS"):  # without it: not our keys
+        dassl_run("train.py", *args, cache=clip_cache)
+
+
+@compat_row("a ProGrad trainer file (calls `prograd_backward_and_update`, which ProGrad's and KgCoOp's Dassl forks add)",
+            'yes',
+            "the file's real training step (CE and KD losses, the engine's gradient projection) trains and evaluates")
+def test_prograd_trainer_file_runs_its_training_step(data_root, clip_cache, tmp_path):
+    """ProGrad's file calls the fork-added ``prograd_backward_and_update``; its CoOp modules come in by a
+    relative import from the repository's trainers package."""
+    out = tmp_path / "prograd"
+    log = dassl_run(str(CLIENTS / "train.py"), *client_args(data_root, out, "ProGrad", "prograd.yaml"),
+                    cache=clip_cache)
+    assert "epoch [1/1] batch [1/1]" in log and "xe_loss" in log and "kl_loss" in log and "* accuracy:" in log
+    ctx = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]["ctx"]
+    assert ctx.dtype == torch.float16 and torch.isfinite(ctx).all()
+
+
+@compat_row('`prograd_backward_and_update` itself',
+            'yes',
+            'per parameter tensor, the CE gradient loses `lambda_` times its component along a conflicting KD gradient; a non-conflicting one is kept')
+def test_prograd_step_removes_the_conflicting_component_per_tensor():
+    """ProGrad's rule: where the task gradient g points against the knowledge gradient h, the step uses
+    g - lambda (g.h)/|h|^2 h; elsewhere g itself (each parameter tensor on its own)."""
+    from engine.engine import TrainerBase
+
+    trainer = TrainerBase()
+    model = nn.ParameterDict({"w": nn.Parameter(torch.zeros(2)), "u": nn.Parameter(torch.zeros(2)),
+                              "frozen": nn.Parameter(torch.zeros(2), requires_grad=False)})
+    trainer.register_model("prompt", model, torch.optim.SGD(model.parameters(), lr=1.0), None)
+
+    def losses():
+        w, u = model["w"], model["u"]
+        task = w @ torch.tensor([1.0, 1.0]) + u @ torch.tensor([1.0, 0.0])
+        knowledge = w @ torch.tensor([-2.0, 0.0]) + u @ torch.tensor([1.0, 1.0]) + model["frozen"].sum()
+        return task, knowledge
+
+    trainer.prograd_backward_and_update(*losses(), lambda_=0.5)
+    # w: g=(1,1), h=(-2,0), g.h=-2 < 0 -> g - 0.5 * (-2/4) * h = (0.5, 1); u: g.h = 1 > 0 -> g = (1, 0).
+    torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -1.0]))
+    torch.testing.assert_close(model["u"].detach(), torch.tensor([-1.0, 0.0]))
+    trainer.prograd_backward_and_update(*losses())  # lambda 1 removes the whole conflicting component
+    torch.testing.assert_close(model["w"].detach(), torch.tensor([-0.5, -2.0]))
+
+
+@compat_row('a MaPLe-family trainer file (`clip.build_model(state_dict, design_details)`, deep prompts through '
+            'the towers\' calls) via our `train.py --import FILE`',
+            'yes (MaPLe design; IVLP/VPT designs refused in one line)',
+            "the file's CLIP is built with its design_details and its deep prompts train; the convention's "
+            "logits are checked in `test_clip_designs.py`")
+def test_maple_family_file_through_our_train_py(data_root, clip_cache, tmp_path):
+    args = [a for a in client_args(data_root, tmp_path / "out", "MaPLe", "maple.yaml") if a != "--no-env-info"]
+    out = dassl_run("--import", str(CLIENTS / "trainers" / "maple.py"), "train.py", *args, cache=clip_cache)
+    assert "epoch [1/1] batch [1/1]" in out and "* accuracy:" in out
+    saved = torch.load(tmp_path / "out" / "MultiModalPromptLearner" / "model.pth.tar-1", weights_only=True)
+    assert "prompt_learner.compound_prompts_text.1" in saved["state_dict"]  # PROMPT_DEPTH 3: two deeper prompts
+
+
+@compat_row('a repository with its own `datasets/` and `clip/` via `tools.dassl_run`',
+            'yes',
+            'our `Digits` reader and `random:micro` (in its `clip._MODELS`/`_download`, read by its own `build_model`) reach its train.py')
+def test_repository_with_its_own_datasets_and_clip_reaches_our_names(data_root, clip_cache, tmp_path):
+    """Its ``datasets`` package hides ours and its ``clip`` knows only OpenAI's names: the launcher registers
+    our readers (Digits) and answers ``random:micro`` in its ``clip._MODELS``/``_download``, unmodified."""
+    out = dassl_run(str(CLIENTS / "own_packages" / "train.py"), "--root", str(data_root), "--output-dir",
+                    str(tmp_path / "out"), "--trainer", "LinearProbe", "--backbone", "random:micro",
+                    "--dataset-config-file", DIGITS, "INPUT.SIZE", "(32, 32)", "DATASET.NUM_SHOTS", "2",
+                    "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", cache=clip_cache)
+    assert "Backbone random:micro: 62 tensors, embed_dim 64" in out  # its own build_model read our weights
+    assert "# classes  10" in out and "* accuracy:" in out  # our Digits, through its train.py
 
 
 # ------------------------------------------------------------------------ config and registry rules
@@ -136,18 +230,14 @@ def test_outside_registrations_take_built_in_names_but_not_each_others():
 # ------------------------------------------------------------------------ checkpoints both ways
 
 
-class DasslWarmup(CosineAnnealingLR):
-    """Dassl's warmup scheduler as far as checkpoints go: it holds its successor as an attribute, saves
-    its ``__dict__`` without the optimizer and loads by copying every saved key onto itself."""
+class _RealDasslWarmup(LRScheduler):
+    """Real Dassl's warmup scheduler as it pickles: an ``LRScheduler`` holding its successor, with the
+    default ``state_dict`` (every attribute but its own optimizer, so the successor goes in as an object,
+    with the successor's optimizer and that one's ``defaultdict`` state)."""
 
-    def __init__(self, optimizer, successor, warmup_epoch: int, cons_lr: float):
-        self.successor, self.warmup_epoch, self.cons_lr = successor, warmup_epoch, cons_lr
-        super().__init__(optimizer, T_max=1)
-
-    def get_lr(self):
-        if self.last_epoch >= self.warmup_epoch:
-            return self.successor.get_last_lr()
-        return [self.cons_lr for _ in self.base_lrs]
+    def __init__(self, optimizer, successor, warmup_epoch: int):
+        self.successor, self.warmup_epoch = successor, warmup_epoch
+        super().__init__(optimizer)
 
     def step(self, epoch=None):
         if self.last_epoch >= self.warmup_epoch:
@@ -156,11 +246,28 @@ class DasslWarmup(CosineAnnealingLR):
         else:
             super().step(epoch)
 
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+class ConstantWarmupScheduler(_RealDasslWarmup):
+    def __init__(self, optimizer, successor, warmup_epoch: int, cons_lr: float):
+        self.cons_lr = cons_lr
+        super().__init__(optimizer, successor, warmup_epoch)
+
+    def get_lr(self):
+        return self.successor.get_last_lr() if self.last_epoch >= self.warmup_epoch else [self.cons_lr] * len(
+            self.base_lrs)
+
+
+class LinearWarmupScheduler(_RealDasslWarmup):
+    def __init__(self, optimizer, successor, warmup_epoch: int, min_lr: float):
+        self.min_lr = min_lr
+        super().__init__(optimizer, successor, warmup_epoch)
+
+    def get_lr(self):
+        if self.last_epoch >= self.warmup_epoch:
+            return self.successor.get_last_lr()
+        if self.last_epoch == 0:
+            return [self.min_lr] * len(self.base_lrs)
+        return [lr * self.last_epoch / self.warmup_epoch for lr in self.base_lrs]
 
 
 class OfficialPromptLearner(nn.Module):
@@ -197,6 +304,10 @@ def quiet_env(monkeypatch, clip_cache):
     monkeypatch.setenv("CLIP_CACHE_DIR", str(clip_cache))
 
 
+@compat_row("our CoOp checkpoint -> real Dassl's resume and the official `coop.py`'s `load_model`",
+            'yes',
+            "Dassl's strict loads fit, its warmup scheduler keeps a working successor; the official `load_model` loads `ctx`")
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_root, clip_cache, quiet_env, tmp_path):
     out = tmp_path / "ours"
     assert train.run(coop_argv(data_root, out)) == 0
@@ -207,7 +318,7 @@ def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_r
     # Dassl resumes it: the strict load fits, and its scheduler keeps a working successor.
     model = OfficialPromptLearner(saved["state_dict"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
-    scheduler = DasslWarmup(optimizer, CosineAnnealingLR(optimizer, T_max=2), warmup_epoch=1, cons_lr=1e-5)
+    scheduler = ConstantWarmupScheduler(optimizer, CosineAnnealingLR(optimizer, T_max=2), warmup_epoch=1, cons_lr=1e-5)
     assert dassl_resume(fdir, model, optimizer, scheduler) == 2
     assert torch.equal(model.ctx.detach(), saved["state_dict"]["ctx"])
     assert scheduler.last_epoch == saved["scheduler"]["last_epoch"] and scheduler.cons_lr == 1e-5
@@ -226,70 +337,117 @@ def test_engine_checkpoints_resume_in_dassl_and_load_in_the_official_coop(data_r
     assert "Loaded keys: ['ctx']" in evaluated and "* accuracy:" in evaluated
 
 
-def write_dassl_file(path: Path, state_dict: dict, monkeypatch, epoch: int = 1) -> None:
-    """A checkpoint as real Dassl writes it: the scheduler and its successor pickled as objects."""
-    module = ModuleType("dassl.optim.lr_scheduler")
+def write_dassl_file(path: Path, state_dict: dict, dtype: torch.dtype = torch.float32, warmup: str = "constant",
+                     extra: object = None) -> None:
+    """A checkpoint as real Dassl's save_model writes it for the official CoOp: the prompt learner's
+    parameters in ``dtype`` after one epoch of SGD with momentum under a warm-up scheduler (Dassl's
+    build_lr_scheduler with a cosine successor that counts the warm-up epoch), the optimizer's and scheduler's
+    ``state_dict()``."""
+    with pytest.MonkeyPatch.context() as patch:
+        module = ModuleType("dassl.optim.lr_scheduler")
+        for cls in (ConstantWarmupScheduler, LinearWarmupScheduler):
+            patch.setattr(cls, "__module__", module.__name__)
+            setattr(module, cls.__name__, cls)
+        for name in ("dassl", "dassl.optim", "dassl.optim.lr_scheduler"):
+            patch.setitem(sys.modules, name, module)
+        _write_dassl_file(path, state_dict, dtype, warmup, extra)
 
-    class ConstantWarmupScheduler:
-        pass
 
-    ConstantWarmupScheduler.__module__ = module.__name__
-    ConstantWarmupScheduler.__qualname__ = "ConstantWarmupScheduler"
-    module.ConstantWarmupScheduler = ConstantWarmupScheduler
-    for name in ("dassl", "dassl.optim", "dassl.optim.lr_scheduler"):
-        monkeypatch.setitem(sys.modules, name, module)
-    ctx = nn.Parameter(state_dict["ctx"].clone())
+def _write_dassl_file(path: Path, state_dict: dict, dtype: torch.dtype, warmup: str, extra: object) -> None:
+    ctx = nn.Parameter(state_dict["ctx"].to(dtype))
     optimizer = torch.optim.SGD([ctx], lr=0.002, momentum=0.9)
     successor = CosineAnnealingLR(optimizer, T_max=2)
-    owner = ConstantWarmupScheduler()
-    owner.__dict__.update({"successor": successor, "warmup_epoch": 1, "cons_lr": 1e-5, "last_epoch": epoch,
-                           "base_lrs": [0.002], "_last_lr": [0.002]})
+    successor.last_epoch = 1  # Dassl's OPTIM.WARMUP_RECOUNT False: the cosine counts the warm-up epoch
+    if warmup == "constant":
+        scheduler = ConstantWarmupScheduler(optimizer, successor, warmup_epoch=1, cons_lr=1e-5)
+    else:
+        scheduler = LinearWarmupScheduler(optimizer, successor, warmup_epoch=1, min_lr=1e-5)
+    ctx.grad = torch.full_like(ctx, 1e-3)
+    optimizer.step()  # the momentum buffer: a per-parameter entry in the optimizer's defaultdict
+    scheduler.step()
+    saved = {**state_dict, "ctx": ctx.detach()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": optimizer.state_dict(),
-                "scheduler": owner.__dict__ | {"successor": successor}, "val_result": None}, path)
+    torch.save({"state_dict": saved, "epoch": 1, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "val_result": None, **({"extra": extra} if extra else {})},
+               path)
     (path.parent / "checkpoint").write_text(path.name + "\n")
-    for name in ("dassl", "dassl.optim", "dassl.optim.lr_scheduler"):
-        monkeypatch.delitem(sys.modules, name)
 
 
-def test_dassl_files_evaluate_and_resume_with_allow_pickle_and_convert(data_root, quiet_env, tmp_path, monkeypatch,
-                                                                       capsys):
+class NotDassl:
+    """An object no Dassl checkpoint holds (the safe loader must refuse the file)."""
+
+
+@pytest.mark.parametrize(("dtype", "warmup"), [(torch.float32, "constant"), (torch.float16, "linear")])
+@compat_row('a real-Dassl CoOp checkpoint with warm-up (pickled successor, optimizer, `defaultdict`) -> our `--eval-only`, resume, `tools.convert_official`',
+            'yes, no flag',
+            "exactly the types a Dassl checkpoint holds load as inert data (fp32 constant and fp16 linear warm-up); resume continues the file's successor; the converted file is plain fp32")
+def test_dassl_warmup_checkpoints_evaluate_resume_and_convert_safely(data_root, quiet_env, tmp_path, capsys, dtype,
+                                                                      warmup):
     out = tmp_path / "ours"
     assert train.run(coop_argv(data_root, out, epochs=1)) == 0
     ours = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]
     official = OrderedDict((k, v.half() if k != "ctx" else v + 1.0) for k, v in ours.items())
     dassl_dir = tmp_path / "dassl"
-    write_dassl_file(dassl_dir / "prompt_learner" / "model.pth.tar-1", official, monkeypatch)
+    dassl_file = dassl_dir / "prompt_learner" / "model.pth.tar-1"
+    write_dassl_file(dassl_file, official, dtype, warmup)
+    written = torch.load(dassl_file, weights_only=False)
+    assert isinstance(written["scheduler"]["successor"], CosineAnnealingLR)  # an object, as real Dassl's
+    assert type(written["scheduler"]["successor"].optimizer.state).__name__ == "defaultdict"
+    assert written["state_dict"]["ctx"].dtype == dtype
     capsys.readouterr()
 
+    # Evaluation, no flag: only the types a Dassl checkpoint holds are rebuilt, as inert stand-ins.
     evaluate = coop_argv(data_root, tmp_path / "eval", "--eval-only", "--model-dir", str(dassl_dir), "--load-epoch", "1")
-    assert train.run(evaluate) == 1
-    assert "pass --allow-pickle to train.py" in capsys.readouterr().err
-    assert train.run(["--allow-pickle", *evaluate]) == 0
+    assert train.run(evaluate) == 0
     assert "* accuracy:" in capsys.readouterr().out
 
-    # Resume training from it (epoch 1 of 2), then the official ctx + 1.0 has moved on from there.
+    # Resume training from it (epoch 1 of 2): the successor's schedule state arrives, ctx moves on.
     resumed = tmp_path / "resumed"
-    write_dassl_file(resumed / "prompt_learner" / "model.pth.tar-1", official, monkeypatch)
-    assert train.run(["--allow-pickle", *coop_argv(data_root, resumed)]) == 0
+    write_dassl_file(resumed / "prompt_learner" / "model.pth.tar-1", official, dtype, warmup)
+    assert train.run(coop_argv(data_root, resumed)) == 0
     logged = capsys.readouterr().out
     assert "Loaded scheduler" in logged and "epoch [2/2]" in logged and "epoch [1/2]" not in logged
-    final = torch.load(resumed / "prompt_learner" / "model.pth.tar-2", weights_only=True)["state_dict"]["ctx"]
-    assert not torch.equal(final, official["ctx"]) and torch.allclose(final, official["ctx"], atol=0.1)
+    final = torch.load(resumed / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    assert final["scheduler"]["successor_state"]["last_epoch"] == 2  # the file's successor went on (ours: 1)
+    start = written["state_dict"]["ctx"].float()
+    assert not torch.equal(final["state_dict"]["ctx"], start)
+    assert torch.allclose(final["state_dict"]["ctx"], start, atol=0.1)
 
-    # Converted once, the file needs no --allow-pickle.
+    # Converted once (no flag needed), the file is plain and loads as ours.
     converted = tmp_path / "converted"
-    assert convert_main(["--method", "CoOp", "--allow-pickle", str(dassl_dir / "prompt_learner" / "model.pth.tar-1"),
-                         "--output-dir", str(converted)]) == 0
-    assert set(torch.load(converted / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]) == {
-        "prompt_learner.ctx"}
+    assert convert_main(["--method", "CoOp", str(dassl_file), "--output-dir", str(converted)]) == 0
+    plain = torch.load(converted / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]
+    assert set(plain) == {"prompt_learner.ctx"} and plain["prompt_learner.ctx"].dtype == torch.float32
+    assert torch.equal(plain["prompt_learner.ctx"], start)
     evaluate[evaluate.index(str(dassl_dir))] = str(converted)
     assert train.run(evaluate) == 0
+
+
+@compat_row('a checkpoint holding other pickled objects',
+            'with `--allow-pickle`',
+            'refused with one line naming the class, `--allow-pickle` and what it risks; with the flag it evaluates')
+def test_a_checkpoint_with_other_objects_needs_allow_pickle(data_root, quiet_env, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ours"
+    assert train.run(coop_argv(data_root, out, epochs=1)) == 0
+    ours = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)["state_dict"]
+    foreign = tmp_path / "foreign"
+    write_dassl_file(foreign / "prompt_learner" / "model.pth.tar-1", ours, extra=NotDassl())
+    capsys.readouterr()
+    evaluate = coop_argv(data_root, tmp_path / "eval", "--eval-only", "--model-dir", str(foreign), "--load-epoch", "1")
+    assert train.run(evaluate) == 1
+    refused = capsys.readouterr().err
+    assert f"({NotDassl.__module__}.NotDassl)" in refused and "could run code" in refused
+    assert "pass --allow-pickle" in refused and "inert placeholder" in refused
+    assert train.run(["--allow-pickle", *evaluate]) == 0
+    assert "* accuracy:" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------ Dassl's generic trainer surface
 
 
+@compat_row('a `TrainerXU` subclass (labelled + unlabelled loaders)',
+            'yes',
+            'one batch of each per step, `TRAIN.COUNT_ITER train_u` sets the epoch length')
 def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, tmp_path, capsys):
     """A semi-supervised trainer in Dassl's shape: TrainerXU, 3-value parse_batch_train, COUNT_ITER."""
     import datasets  # noqa: F401  (Digits)
@@ -341,11 +499,60 @@ def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, 
         TRAINER_REGISTRY.unregister("ToyXU")
 
 
+@compat_row("Dassl's `EntMin` (semi-supervised) as a trainer file, with `init_network_weights` and "
+            "`dassl.engine.trainer.SimpleNet` importable",
+            'yes',
+            "the file's `TrainerXU` step on the default `SimpleNet` (a torchvision ResNet) with Dassl's "
+            "`TRAINER.ENTMIN.LMDA`: both losses logged, one epoch trained")
+def test_dassl_entmin_file_trains_on_labelled_and_unlabelled_digits(data_root, quiet_env, tmp_path, capsys):
+    import datasets  # noqa: F401  (Digits)
+    from engine import dassl_alias
+    from engine.data.datasets import DATASET_REGISTRY
+    from engine.engine import TRAINER_REGISTRY, build_trainer
+    from engine.utils import init_network_weights
+    from tools.dassl_run import import_file
+
+    class DigitsUnlabelled(DATASET_REGISTRY.get("Digits")):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self._train_u = self._test[:8]
+
+    assert dassl_alias.install()
+    DATASET_REGISTRY.register(DigitsUnlabelled)
+    try:
+        import_file(str(CLIENTS / "trainers" / "entmin.py"))
+        from dassl.engine.trainer import SimpleNet  # where Dassl's CrossGrad imports it from
+        from dassl.utils import init_network_weights as dassl_init
+
+        assert dassl_init is init_network_weights
+        cfg = get_cfg_default()
+        cfg.merge_from_list(["DATASET.NAME", "DigitsUnlabelled", "DATASET.ROOT", str(data_root), "TRAINER.NAME",
+                             "EntMin", "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
+                             "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.TRAIN_U.BATCH_SIZE", 4,
+                             "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1, "OPTIM.NAME", "sgd",
+                             "MODEL.BACKBONE.NAME", "resnet18", "MODEL.BACKBONE.PRETRAINED", False,
+                             "INPUT.TRANSFORMS", ["normalize"], "TEST.NO_TEST", True])
+        trainer = build_trainer(cfg)
+        assert isinstance(trainer.model, SimpleNet) and trainer.lmda == 1e-3
+        init_network_weights(trainer.model.classifier, init_type="kaiming")
+        trainer.train()
+        logged = capsys.readouterr().out
+        assert "epoch [1/1]" in logged and "loss_x" in logged and "loss_u" in logged
+    finally:
+        DATASET_REGISTRY.unregister("DigitsUnlabelled")
+        if "EntMin" in TRAINER_REGISTRY:
+            TRAINER_REGISTRY.unregister("EntMin")
+        dassl_alias.uninstall()
+
+
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     probs = logits.softmax(-1)
     return -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()
 
 
+@compat_row("Dassl's `Vanilla` with the default `build_model` (`SimpleNet`) through Dassl's `tools/train.py`",
+            'yes, torchvision ResNets',
+            '`resnet18` backbone, `mlp` head, trains, evaluates, saves')
 def test_dassl_vanilla_trains_simplenet_through_dassl_tools_train_py(data_root, clip_cache, tmp_path):
     """Dassl's own baseline: the default build_model (SimpleNet, a torchvision ResNet) under Vanilla."""
     out = dassl_run("--import", "datasets", str(CLIENTS / "tools" / "train.py"), "--root", str(data_root),
@@ -359,3 +566,12 @@ def test_dassl_vanilla_trains_simplenet_through_dassl_tools_train_py(data_root, 
     assert "epoch [1/1]" in out and "* accuracy:" in out
     saved = torch.load(tmp_path / "out" / "model" / "model.pth.tar-1", weights_only=True)["state_dict"]
     assert "classifier.weight" in saved and saved["classifier.weight"].shape == (10, 32)
+
+
+def test_compat_table_in_the_docs_is_the_generated_one():
+    """docs/DASSL_COMPAT.md's table is what tools/dassl_compat_table.py writes from the @compat_row tests."""
+    from tools import dassl_compat_table as table
+
+    rows = table.collect_rows()
+    assert len(rows) >= 13 and all(row[3].startswith("`test_dassl_") for row in rows)
+    assert table.main(["--check"]) == 0, "run python -m tools.dassl_compat_table"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import pickle
@@ -144,10 +145,15 @@ def test_load_checkpoint_refuses_pickled_objects_unless_allowed(tmp_path):
     optimizer = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
     torch.save({"state_dict": {}, "scheduler": {"successor": scheduler}}, path)
-    with pytest.raises(pickle.UnpicklingError, match=r"dassl\.pth\.tar.*allow_pickle=True"):
+    # A scheduler object is one of the types real Dassl pickles: read without the flag, as an inert stand-in.
+    for allow in (False, True):
+        successor = load_checkpoint(str(path), allow_pickle=allow)["scheduler"]["successor"]
+        assert successor.cls_path == "torch.optim.lr_scheduler.StepLR" and not isinstance(successor, type(scheduler))
+    torch.save({"state_dict": {}, "extra": collections.deque([1])}, path)  # no Dassl checkpoint holds a deque
+    with pytest.raises(pickle.UnpicklingError, match=r"dassl\.pth\.tar.*deque.*allow_pickle=True"):
         load_checkpoint(str(path))
-    successor = load_checkpoint(str(path), allow_pickle=True)["scheduler"]["successor"]
-    assert successor.cls_path == "torch.optim.lr_scheduler.StepLR" and not isinstance(successor, type(scheduler))
+    extra = load_checkpoint(str(path), allow_pickle=True)["extra"]
+    assert extra.cls_path == "collections.deque" and extra.elements == [1]  # its items kept as data
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_checkpoint(str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 
@@ -70,10 +69,10 @@ def test_official_maple_checkpoint_gives_the_same_logits(tmp_path: Path, monkeyp
             p.add_(torch.randn_like(p))
         assert not torch.allclose(model(images), reference)
 
-    with pytest.raises(pickle.UnpicklingError, match="allow_pickle=True"):
-        load_checkpoint(str(source))
+    # The scheduler object is one of the types a Dassl checkpoint holds: read without a flag, as inert data.
+    assert load_checkpoint(str(source))["scheduler"].cls_path == "torch.optim.lr_scheduler.CosineAnnealingLR"
     out = tmp_path / "converted"
-    assert convert_official.main([str(source), "--method", "MaPLe", "--allow-pickle", "--output-dir", str(out)]) == 0
+    assert convert_official.main([str(source), "--method", "MaPLe", "--output-dir", str(out)]) == 0
     written = torch.load(out / "MultiModalPromptLearner" / "model.pth.tar-5", weights_only=True)
     assert set(written["state_dict"]) == set(ours) and written["epoch"] == 5
     assert all(v.dtype == torch.float32 for v in written["state_dict"].values())

@@ -296,11 +296,9 @@ def test_dassl_pickles_load_only_through_the_explicit_tensor_only_option(tmp_pat
 
     with pytest.raises(pickle.UnpicklingError) as info:
         load_checkpoint(str(path))
-    assert str(info.value) == (
-        f'"{path}" holds pickled Python objects (torch.optim.lr_scheduler.CosineAnnealingLR), not only tensors '
-        "and plain values: a checkpoint written by real Dassl? If you trust the file, pass --allow-pickle to "
-        "train.py (or call load_checkpoint(path, allow_pickle=True)), which reads only its tensors and plain values"
-    )
+    # The scheduler objects of real Dassl are allowed; the payload, which no Dassl file holds, is not.
+    assert str(info.value).startswith(f'"{path}" holds a pickled Python object (') and "exec) that neither" in str(info.value)
+    assert "pass --allow-pickle" in str(info.value) and not canary.exists()
 
     ckpt = load_checkpoint(str(path), allow_pickle=True)
     assert not canary.exists(), "the tensor-only reader executed code from the file"

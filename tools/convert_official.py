@@ -1,12 +1,11 @@
 """Convert a checkpoint published by the official CoOp, CoCoOp, MaPLe or BMIP repository for evaluation here.
 
-    python -m tools.convert_official --method BMIP --allow-pickle \\
+    python -m tools.convert_official --method BMIP \\
         path/to/MultiModalPromptLearner/model.pth.tar-5 --output-dir converted/eurosat_seed1
     python train.py --eval-only --model-dir converted/eurosat_seed1 --load-epoch 5 --trainer BMIP ...
 
-The official files pickle their scheduler (and optimizer) objects, so they need ``--allow-pickle``: the
-engine then reads only their tensors and plain values, nothing in the file is imported or run; use it
-for files you trust. The key mapping is described in ``trainers/official.py``. Evaluate with the same
+The official files pickle real Dassl's scheduler and optimizer objects; those load as inert data without
+a flag. ``--allow-pickle`` is for files that pickle other objects (only files you trust). The key mapping is described in ``trainers/official.py``. Evaluate with the same
 configuration the checkpoint was trained with (N_CTX, PROMPT_DEPTH, backbone, SHARE.* for BMIP):
 a mismatch is reported by name when the converted file is loaded.
 """
@@ -27,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True, help="folder to pass as --model-dir to train.py --eval-only")
     parser.add_argument("--epoch", type=int, help="epoch number of the written file (default: the file's own)")
     parser.add_argument(
-        "--allow-pickle", action="store_true", help="read files that pickle objects (only files you trust)"
+        "--allow-pickle", action="store_true", help="read files that pickle objects other than Dassl's schedulers and optimizers (only files you trust)"
     )
     args = parser.parse_args(argv)
     path = convert_official_checkpoint(

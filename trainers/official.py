@@ -8,8 +8,8 @@ which ``train.py --eval-only --model-dir OUT --load-epoch E`` then evaluates. Ke
 
 * CoOp / CoCoOp: the official trainers register the prompt learner alone (folder ``prompt_learner``);
   ``ctx`` and ``meta_net.*`` -> ``prompt_learner.ctx`` / ``prompt_learner.meta_net.*``, the class buffers
-  ``token_prefix/suffix`` dropped (our trainers also read such a file directly, with ``--allow-pickle``
-  when its scheduler is pickled; converting once drops the pickles).
+  ``token_prefix/suffix`` dropped (our trainers also read such a file directly; converting once drops
+  the pickled scheduler).
 * MaPLe: ``prompt_learner.{ctx, proj, compound_prompts_text.j, compound_prompt_projections.j}`` keep their
   names (ours are the official ones).
 * BMIP: the prompt learner's tensors keep their names, except ``ctx_v`` (77 x d_v in the release, of which
@@ -26,8 +26,9 @@ which ``train.py --eval-only --model-dir OUT --load-epoch E`` then evaluates. Ke
   the backbone themselves), the class buffers ``prompt_learner.token_prefix/suffix``, and the tensors the
   release creates but never uses (``proj_v``, ``exchange_layer_*``, ``compound_exchange_*``, unused gates).
 
-Reading needs ``allow_pickle=True`` for files with pickled schedulers (the engine then reads only their
-tensors and plain values; nothing in the file is imported or run). Only files you trust.
+The pickled scheduler and optimizer objects of real Dassl load without a flag, as inert data
+(``engine.utils.torchtools.load_checkpoint``); ``allow_pickle=True`` is needed only for files holding other
+objects (only files you trust).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Method-specific subtrees (``TRAINER.<METHOD>``) and the family keys that Dassl itself never defined
 (``DATASET.SUBSAMPLE_CLASSES``, ``MODEL.INIT_SEED`` ...) are added by ``train.py``'s ``extend_cfg``.
-Dassl's DA/DG/SSL trainer subtrees are left out: no trainer of this project reads them.
+Dassl's DA/DG/SSL trainer subtrees are left out (no trainer of this project reads them), except
+``TRAINER.ENTMIN``, which Dassl's EntMin file reads.
 """
 
 from yacs.config import CfgNode as CN
@@ -133,3 +134,6 @@ _C.TEST.FINAL_MODEL = "last_step"
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
+# Dassl's entropy-minimisation baseline (its files read the key from Dassl's default config).
+_C.TRAINER.ENTMIN = CN()
+_C.TRAINER.ENTMIN.LMDA = 1e-3

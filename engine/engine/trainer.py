@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from engine.data import DataManager
 from engine.evaluation import build_evaluator
+from engine.modeling import SimpleNet  # also where Dassl's generic trainers import it from
+from engine.optim.prograd import project_conflicting_gradient
 from engine.utils import (
     AverageMeter,
     CheckpointError,
@@ -372,6 +374,23 @@ class TrainerBase:
         self.model_backward(loss)
         self.model_update(names)
 
+    def prograd_backward_and_update(
+        self, loss_a: torch.Tensor, loss_b: torch.Tensor, lambda_: float = 1.0, names: str | list[str] | None = None
+    ) -> None:
+        """One optimizer step on ``loss_a`` whose gradient, per parameter tensor, loses ``lambda_`` times its
+        component against ``loss_b``'s gradient where they conflict (ProGrad; the method the Dassl forks of
+        ProGrad and KgCoOp add, so their ProGrad trainers run here; ``engine.optim.prograd``)."""
+        names = self.get_model_names(names)
+        self.model_zero_grad(names)
+        params = [p for name in names for p in self._models[name].parameters() if p.requires_grad]
+        self.detect_anomaly(loss_b)
+        guides = torch.autograd.grad(loss_b, params, retain_graph=True, allow_unused=True)
+        self.model_backward(loss_a)
+        for param, guide in zip(params, guides):
+            if param.grad is not None and guide is not None:
+                param.grad = project_conflicting_gradient(param.grad, guide, lambda_)
+        self.model_update(names)
+
 
 def _select_device(cfg: Any) -> torch.device:
     """``cfg.DEVICE`` when set, else cuda if available and ``USE_CUDA``, else cpu."""
@@ -423,7 +442,6 @@ class SimpleTrainer(TrainerBase):
 
     def build_model(self) -> None:
         """Dassl's default: a ``SimpleNet`` (``MODEL.BACKBONE``/``HEAD``) registered as ``model``; CLIP trainers override it."""
-        from engine.modeling import SimpleNet
         from engine.optim import build_lr_scheduler, build_optimizer
         from engine.utils import count_num_param, load_pretrained_weights
 

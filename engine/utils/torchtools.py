@@ -10,6 +10,7 @@ plain containers only and never imports or runs anything else.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import random
@@ -18,7 +19,7 @@ import shutil
 import types
 import warnings
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -192,6 +193,17 @@ class PickledObject:
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
+    # A container subclass pickles its items after the object (SETITEMS / APPENDS): kept as data.
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("elements", []).append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        for value in values:
+            self.append(value)
+
     def __repr__(self) -> str:
         return f"PickledObject({self.cls_path})"
 
@@ -200,6 +212,8 @@ class PickledObject:
 # PickledObject. Storage classes are resolved by torch.load itself before this list is consulted.
 _LEGACY_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "defaultdict"): defaultdict,
+    ("collections", "Counter"): Counter,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
@@ -210,6 +224,47 @@ _LEGACY_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "tuple"): tuple,
 }
 
+# The objects a checkpoint of real Dassl (and the official CoOp-family trainers built on it) pickles:
+# Dassl's scheduler state_dict keeps every attribute but its own optimizer, so the warmup scheduler's
+# successor is pickled as an object, with the successor's optimizer (whose per-parameter state is a
+# ``collections.defaultdict`` keyed by the Parameters). Dassl's build_optimizer/build_lr_scheduler make
+# only these classes. They load without ``allow_pickle``, as inert PickledObjects (nothing runs).
+_DASSL_CHECKPOINT_CLASSES = (
+    "torch.optim.lr_scheduler.StepLR",
+    "torch.optim.lr_scheduler.MultiStepLR",
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.optim.sgd.SGD",
+    "torch.optim.adam.Adam",
+    "torch.optim.adamw.AdamW",
+    "torch.optim.rmsprop.RMSprop",
+    "dassl.optim.radam.RAdam",
+    "dassl.optim.radam.PlainRAdam",
+    "dassl.optim.radam.AdamW",
+    "dassl.optim.lr_scheduler.ConstantWarmupScheduler",
+    "dassl.optim.lr_scheduler.LinearWarmupScheduler",
+)
+
+
+@functools.cache
+def _inert_class(cls_path: str) -> type[PickledObject]:
+    """The stand-in class for ``cls_path`` (one per name, so the safe loader can allow it by identity)."""
+    name = cls_path.rsplit(".", 1)[-1]
+    return type(name, (PickledObject,), {"cls_path": cls_path, "__module__": __name__})
+
+
+def _defaultdict_as_dict(default_factory: Any = None) -> dict:
+    """A pickled ``defaultdict`` read as a plain dict (torch's safe loader fills only dict types)."""
+    return {}
+
+
+def _dassl_safe_globals() -> list[Any]:
+    """``torch.serialization.safe_globals`` entries for exactly the types a Dassl checkpoint holds."""
+    return [
+        dict,
+        (_defaultdict_as_dict, "collections.defaultdict"),
+        *((_inert_class(path), path) for path in _DASSL_CHECKPOINT_CLASSES),
+    ]
+
 
 class _TensorOnlyUnpickler(pickle.Unpickler):
     """Rebuilds tensors and plain containers; any other class becomes an inert :class:`PickledObject`."""
@@ -219,7 +274,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         allowed = _LEGACY_GLOBALS.get((module, name))
         if allowed is not None:
             return allowed
-        return type(name, (PickledObject,), {"cls_path": f"{module}.{name}", "__module__": __name__})
+        return _inert_class(f"{module}.{name}")
 
 
 _tensor_only_pickle = types.ModuleType("engine_tensor_only_pickle")
@@ -246,11 +301,13 @@ def allow_pickled_checkpoints(allow: bool = True) -> None:
 def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
     """Load a checkpoint onto the GPU when available, else the CPU.
 
-    Ours load with ``weights_only=True``. Checkpoints written by real Dassl pickle scheduler and
-    optimizer objects: they load only with ``allow_pickle=True``, which rebuilds the tensors and plain
-    values and turns every other object into an inert :class:`PickledObject` (nothing in the file is
-    imported or executed). ``None`` takes the run's choice (:func:`allow_pickled_checkpoints`, False
-    by default). A damaged file raises :class:`CheckpointError` naming it.
+    Loads with ``weights_only=True``, allowing besides tensors and plain values exactly the objects a
+    checkpoint of real Dassl pickles (its warmup scheduler's successor and that one's optimizer, see
+    ``_DASSL_CHECKPOINT_CLASSES``), rebuilt as inert :class:`PickledObject` stand-ins. A file holding any
+    other object is refused unless ``allow_pickle=True``, which rebuilds tensors and plain values and
+    turns every other object into a stand-in (nothing in the file is imported or executed). ``None``
+    takes the run's choice (:func:`allow_pickled_checkpoints`, False by default). A damaged file raises
+    :class:`CheckpointError` naming it.
     """
     if allow_pickle is None:
         allow_pickle = _ALLOW_PICKLE_DEFAULT
@@ -264,11 +321,12 @@ def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
     else:
         options = {"weights_only": True}
     try:
-        try:
-            return torch.load(fpath, map_location=map_location, **options)
-        except UnicodeDecodeError:
-            # Checkpoints pickled under Python 2.
-            return torch.load(fpath, map_location=map_location, encoding="latin1", **options)
+        with torch.serialization.safe_globals(_dassl_safe_globals()):
+            try:
+                return torch.load(fpath, map_location=map_location, **options)
+            except UnicodeDecodeError:
+                # Checkpoints pickled under Python 2.
+                return torch.load(fpath, map_location=map_location, encoding="latin1", **options)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         payload = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", str(e))
@@ -280,9 +338,11 @@ def load_checkpoint(fpath: str, allow_pickle: bool | None = None) -> Any:
         if allow_pickle or found is None:
             raise CheckpointError(f'Checkpoint "{fpath}" is unreadable (truncated or corrupt?): {_first_line(e)}') from e
         raise pickle.UnpicklingError(
-            f'"{fpath}" holds pickled Python objects ({found.group(1)}), not only tensors and plain values: '
-            "a checkpoint written by real Dassl? If you trust the file, pass --allow-pickle to train.py (or call "
-            "load_checkpoint(path, allow_pickle=True)), which reads only its tensors and plain values"
+            f'"{fpath}" holds a pickled Python object ({found.group(1)}) that neither this engine nor real Dassl '
+            "writes; refused, since unpickling it could run code. If you trust the file, pass --allow-pickle "
+            "(train.py, tools.convert_official) or call load_checkpoint(path, allow_pickle=True): tensors and plain "
+            "values are read and every other object becomes an inert placeholder (nothing is imported or run), "
+            "but a crafted file can still exhaust memory or hand the trainer values it does not expect"
         ) from e
     except _UNREADABLE as e:
         reason = "not a file torch.save wrote" if isinstance(e, _UNREADABLE[6:]) else _first_line(e)

@@ -6,6 +6,7 @@ It declares its keys in ``extend_cfg`` and imports its own ``trainers`` package 
 import argparse
 
 import torch
+import trainers.prograd  # noqa: F401
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import collect_env_info, set_random_seed, setup_logger
@@ -14,6 +15,7 @@ from yacs.config import CfgNode as CN
 import datasets.digits  # noqa: F401  (the Digits reader: this project's, found after the script's folder)
 import trainers.cocoop  # noqa: F401
 import trainers.coop  # noqa: F401
+import trainers.maple  # noqa: F401
 
 
 def print_args(args, cfg):
@@ -52,9 +54,15 @@ def extend_cfg(cfg):
     cfg.TRAINER.COCOOP.N_CTX = 4
     cfg.TRAINER.COCOOP.CTX_INIT = ""
     cfg.TRAINER.COCOOP.PREC = "fp16"
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9
     cfg.LOSS = CN()
     cfg.LOSS.NAME = ""
     cfg.LOSS.LAMBDA = 1.0
+    cfg.LOSS.T = 1.0
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
 
 

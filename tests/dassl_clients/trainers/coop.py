@@ -29,6 +29,7 @@ def extend_cfg(cfg):
     cfg.LOSS = CN()
     cfg.LOSS.NAME = ""
     cfg.LOSS.LAMBDA = 1.0
+    cfg.LOSS.T = 1.0
 
 
 def load_clip_to_cpu(cfg):
