@@ -209,6 +209,8 @@ def add_clip_lora_cfg(cfg: CN) -> None:
     cfg.TRAINER.CLIP_LORA.N_ITERS = 500
     cfg.TRAINER.CLIP_LORA.ETA_MIN = 1e-6  # the per-iteration cosine schedule's final LR
     cfg.TRAINER.CLIP_LORA.LOGIT_SCALE = 100.0  # the release's fixed logit scale; 0 = exp(CLIP's logit_scale)
+    # Class prompt: the release's one template for every dataset; "coop" = CoOp's per-dataset template.
+    cfg.TRAINER.CLIP_LORA.TEMPLATE = "a photo of a {}."
 
 
 def add_mmrl_cfg(cfg: CN) -> None:
