@@ -222,10 +222,11 @@ def add_mmrl_cfg(cfg: CN) -> None:
     cfg.TRAINER.MMRL.REP_DIM = 512  # width of the shared representation space
     cfg.TRAINER.MMRL.N_REP_TOKENS = 5
     cfg.TRAINER.MMRL.PREC = "fp16"  # fp16, fp32, amp, amp_bf16
-    # True (released): REG_WEIGHT (and EuroSAT's REP_DIM) per dataset (trainers/mmrl.py).
+    # True (released): REG_WEIGHT (and EuroSAT's REP_DIM) per dataset, under the command line (trainers/mmrl.py).
     cfg.TRAINER.MMRL.DATASET_TABLE = True
     # Evaluation head: fusion (default: one head for every label space) | cls | rep | by_label_space
-    # (the release: fused on the training classes, CLS elsewhere, decided by TASK and the label space).
+    # (the release: fused on the training classes, CLS elsewhere, decided by TASK and the label space;
+    # the MMRL and MMRL_BMIP configs set it).
     cfg.TRAINER.MMRL.TEST_HEAD = "fusion"
     cfg.TRAINER.MMRL.TASK = "B2N"  # B2N | CD | FS (the release's top-level TASK; read by by_label_space)
 
