@@ -97,6 +97,9 @@ def add_maple_cfg(cfg: CN) -> None:
     # MaPLe-dagger: > 0 turns every 512->768 coupling into a 512-h-768 GELU MLP (581 matches BMIP's
     # per-layer parameter count, docs/METHODS.md); 0 = Linear, the released MaPLe.
     cfg.TRAINER.MAPLE.COUPLING_HIDDEN = 0
+    # True: draw from the seed as the release does (its CLIP is built from random init first), so a seed
+    # gives the release's initial prompts (prompting/release_draws.py; on in the official configs).
+    cfg.TRAINER.MAPLE.RELEASE_DRAWS = False
 
 
 def add_bmip_cfg(cfg: CN) -> None:
@@ -131,6 +134,9 @@ def add_bmip_cfg(cfg: CN) -> None:
     # True reproduces the release: validation, early stopping and model-best run only when
     # TEST.NO_TEST_EARLY is False (its default True then leaves no model-best for best_val to load).
     cfg.TRAINER.BMIP.VAL_REQUIRES_NO_TEST_EARLY = False
+    # True (released preset configs): a seed gives the release's initial prompts and gates, drawn in its
+    # order (its CLIP, gates included, then its learner; prompting/release_draws.py). BMIP trainer only.
+    cfg.TRAINER.BMIP.RELEASE_DRAWS = False
     if "SHARE" not in cfg:
         cfg.SHARE = CN()
     cfg.SHARE.SHARE_PARAMETER_VISUAL = None  # True: one vision deep prompt + one F_l; False: per layer
