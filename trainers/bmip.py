@@ -155,8 +155,9 @@ def load_release_draws(learner: BMIPPrompts, clip_model: nn.Module) -> None:
     with torch.no_grad():
         for name in ("proj_t", "single_layer_v", "single_layer_t"):
             getattr(learner, name).load_state_dict(drawn[name].state_dict())
-        for prompt in learner.compound_prompts_visual:
-            prompt.copy_(drawn["ctx_v"])
+        shared = [learner.ctx_v] if hasattr(learner, "ctx_v") else []
+        for prompt in (*shared, *getattr(learner, "compound_prompts_visual", ())):
+            prompt.copy_(drawn["ctx_v"])  # the shared vision prompt, one tensor or per-block copies
         for prompt, value in zip(learner.compound_prompts_text, drawn["compound_prompts_text"]):
             prompt.copy_(value)
         for ours, tower, blocks, which in (
