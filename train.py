@@ -10,7 +10,8 @@ Config merge order (a later step overrides an earlier one):
 3. ``--dataset-config-file``;
 4. ``--config-file`` (the method YAML; BMIP's own train.py merged it before the dataset YAML);
 5. command-line flags (``--root``, ``--seed``, ``--trainer`` ...; only flags actually given);
-6. trailing ``KEY VALUE`` pairs;
+6. a trainer's per-dataset table (``dataset_opts``: MMRL's, as its release merges it here);
+7. trailing ``KEY VALUE`` pairs;
 then the config is frozen. yacs rejects unknown keys and values of the wrong type.
 
 Seeds: ``SEED >= 0`` seeds python, numpy and torch (``--seed 0`` is a real seed; the default -1 leaves
@@ -192,6 +193,7 @@ def setup_cfg(args: argparse.Namespace) -> CN:
             "(everything after the first KEY is read as KEY VALUE pairs)"
         )
     with _config_errors("KEY VALUE options"):
+        merge_dataset_table(cfg, args.opts or [])
         cfg.merge_from_list(args.opts or [])
     follow_backbone_preprocessing(cfg)
     cfg.freeze()
@@ -213,6 +215,18 @@ def follow_backbone_preprocessing(cfg: CN) -> None:
             f"Note: {cfg.MODEL.BACKBONE.NAME} was evaluated with resize mode {pp['resize_mode']!r}; the test "
             "pipeline resizes the shorter side and center-crops (the same on square images)"
         )
+
+
+def merge_dataset_table(cfg: CN, opts: Sequence[str]) -> None:
+    """A trainer's per-dataset values (its ``dataset_opts(cfg)``), merged after the config files and before
+    the command line, so a command-line value wins over the table as in the releases that have one (MMRL)."""
+    if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
+        return  # check_names reports it
+    dataset_opts = getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "dataset_opts", None)
+    if dataset_opts is not None:
+        final = cfg.clone()  # the dataset, and the table's own switch, as the command line leaves them
+        final.merge_from_list(list(opts))
+        cfg.merge_from_list(dataset_opts(final))
 
 
 def check_names(cfg: CN) -> None:

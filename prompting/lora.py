@@ -99,7 +99,7 @@ class LoRAPrompts(nn.Module):
             )
         if "{}" not in template:
             raise ValueError(
-                f"the CLIP-LoRA class template must contain '{{}}' for the class name, got {template!r}"
+                f"TRAINER.CLIP_LORA.TEMPLATE must contain '{{}}' for the class name (or be 'coop'), got {template!r}"
             )
         scaling = lora_scaling(alpha, rank, rank_scaling)
         self.class_template = template

@@ -51,6 +51,48 @@ def test_shipped_digits_and_reference_files_have_uniform_counts():
     assert {len(d) for d in load_descriptions(str(eurosat_path), classes)} == {10}
 
 
+# git blob ids of the release's gpt_file/<stem>_prompt.json (ShuvenduRoy/CoPrompt a2a6c12): the copies are byte-equal.
+RELEASE_BLOBS = {
+    "caltech": "1990ab4ab8bd416d4e54a5bd53b11bf7bba92f99",
+    "dtd": "8d66432094ad7a2ed104d0e722a99708cd8bc29d",
+    "eurosat": "2689ca7893edaacc0ed863561213a4d3722a0481",
+    "fgvc": "a33598845341654c41c585ba6fe17a3ac74791b6",
+    "food101": "cbb438d59371af676a6d4342ef76d5f110e53b6d",
+    "oxford_flowers": "9a5e5670d2f507f9ec513b0d73777a448bb8d334",
+    "oxford_pets": "725ce24eebc21a26e646417150c4ca8d81029ac1",
+    "stanford_cars": "eddd019a944c0592f88eade8aecd20b179a107e8",
+    "sun397": "f314ba3d293e6ebddb1ee910443a9b315eddcd91",
+    "ucf101": "58f1bd7e61d27fb216036a92154768b8c940460d",
+}
+# Not in the snapshot of the release this project could read (datasets/descriptions/README.md says so).
+NOT_SHIPPED = {"ImageNet"}
+
+
+def test_every_base_to_new_dataset_has_the_release_description_file():
+    import hashlib
+
+    from prompting.teachers import DESCRIPTION_KEYS
+    from tools.plan import OPEN_WORLD_DATASETS, config_name
+
+    names = {}
+    for paper in OPEN_WORLD_DATASETS:  # DATASET.NAME of each from its dataset config
+        text = (ROOT / "configs/datasets" / f"{config_name(paper)}.yaml").read_text()
+        names[paper] = next(line.split('"')[1] for line in text.splitlines() if line.strip().startswith("NAME:"))
+    for paper in sorted(set(OPEN_WORLD_DATASETS) - NOT_SHIPPED):
+        stem = DESCRIPTION_KEYS[names[paper]]
+        data = (ROOT / "datasets/descriptions" / f"{stem}_prompt.json").read_bytes()
+        blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        assert blob == RELEASE_BLOBS[stem], paper
+        table = json.loads(data)
+        assert len({len(v) for v in table.values()}) == 1, paper  # the same count per class
+    assert len(RELEASE_BLOBS) == len(OPEN_WORLD_DATASETS) - len(NOT_SHIPPED)
+    assert not (ROOT / "datasets/descriptions/imagenet_prompt.json").exists()  # once copied: add its blob id
+    # The real Caltech101 split's class names all have descriptions.
+    split = json.loads((ROOT / "tests/data/splits/split_zhou_Caltech101.json").read_text())
+    classes = sorted({c for _, _, c in split["train"]})
+    assert len(load_descriptions(str(ROOT / "datasets/descriptions/caltech_prompt.json"), classes)) == 100
+
+
 def test_dataset_table_replaces_settings_after_the_command_line():
     argv = ["--dataset-config-file", str(ROOT / "configs/datasets/eurosat.yaml"),
             "--config-file", str(ROOT / "configs/trainers" / CONFIG), "TRAINER.W", "3.0"]

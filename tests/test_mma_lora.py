@@ -102,16 +102,30 @@ def test_option_errors_name_the_key(vit_b16_meta):
     assert lora_blocks("half-up", 12) == [6, 7, 8, 9, 10, 11] and lora_blocks("top3", 12) == [9, 10, 11]
 
 
-def test_clip_lora_iteration_budget_sets_epochs_and_steps_the_schedule_per_iteration(tmp_path):
+def _clip_lora_trainer(tmp_path: Path, *opts: str):
     argv = [
         "--root", str(tmp_path / "data"), "--trainer", "CLIPLoRA", "--seed", "1", "--output-dir", str(tmp_path / "out"),
         "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"),
         "--config-file", str(ROOT / "configs/trainers/CLIPLoRA/vit_b16.yaml"),
         "MODEL.BACKBONE.NAME", "random:tiny", "DATASET.NUM_SHOTS", "1", "DATASET.SUBSAMPLE_CLASSES", "base",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "TEST.NO_TEST", "True",
-        "TRAINER.CLIP_LORA.N_ITERS", "3", "TRAINER.CLIP_LORA.PREC", "fp32",
+        "TRAINER.CLIP_LORA.N_ITERS", "3", "TRAINER.CLIP_LORA.PREC", "fp32", *opts,
     ]  # fmt: skip
-    trainer = build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+
+
+def test_clip_lora_class_prompt_is_the_release_template_for_every_dataset(tmp_path):
+    # Every dataset file of the release sets "a photo of a {}." (CoOp's Digits template would differ).
+    released = _clip_lora_trainer(tmp_path)
+    assert released.model.prompt_learner.class_template == "a photo of a {}."
+    coop = _clip_lora_trainer(tmp_path, "TRAINER.CLIP_LORA.TEMPLATE", "coop")
+    assert coop.model.prompt_learner.class_template == "a photo of the digit {}."
+    with pytest.raises(ValueError, match="TRAINER.CLIP_LORA.TEMPLATE must contain"):
+        _clip_lora_trainer(tmp_path, "TRAINER.CLIP_LORA.TEMPLATE", "a photo")
+
+
+def test_clip_lora_iteration_budget_sets_epochs_and_steps_the_schedule_per_iteration(tmp_path):
+    trainer = _clip_lora_trainer(tmp_path)
     per_epoch = len(trainer.train_loader_x)
     assert per_epoch == 2 and trainer.max_epoch == 2  # 3 iterations = 2 epochs of 2 batches, the last cut
     steps = []

@@ -46,3 +46,11 @@ def test_promptsrc_bmip_snippet_is_the_shipped_class_and_counts_its_parameters()
     plain = build_bmip_prompts(tiny, cfg)
     assert sum(p.numel() for p in plain.parameters() if p.requires_grad) < shipped
     assert namespace["PromptSRC_BMIP"].build_prompt_learner(host, tiny).ctx_t.shape[0] == 4
+
+
+def test_reproduce_guide_shows_the_shipped_promptsrc_bmip_and_the_documented_install():
+    guide = (ROOT / "docs" / "REPRODUCE.md").read_text()
+    section = guide.split("## 5. Dropping BMIP onto another trainer", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert snippet == readme_snippet() and snippet in (ROOT / "trainers" / "promptsrc_bmip.py").read_text()
+    assert "pip install -r requirements.txt" not in guide and "pip install -e ." in guide

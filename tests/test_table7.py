@@ -44,3 +44,21 @@ def test_table7_from_runs(tmp_path):
     assert full.rows[0][2]["hm"].paper == 79.87
     text, _ = tables.render(full, "text")
     assert "Table 7" in text and "79.87" in text
+
+
+@pytest.mark.parametrize("rule", ["by_label_space", "fusion"])
+def test_table7_says_which_mmrl_test_head_rule_made_the_row(tmp_path, rule):
+    scripts = write_scripts(tmp_path, {"mmrl": ("MMRL", "vit_b16", "10")})
+    out = tmp_path / "output"
+    tail = "eurosat/shots_16/MMRL/vit_b16/seed1"
+    head = {"train_base": "fusion", "test_new": "cls", "test_all": "cls"}
+    for split, accuracy in (("train_base", 90.0), ("test_new", 60.0), ("test_all", 70.0)):
+        write = write_train_log if split == "train_base" else write_test_log
+        log = write(out / "base2new" / split / tail, accuracy)
+        shown = head[split] if rule == "by_label_space" else "fusion"
+        log.write_text(f"MMRL evaluation head: {shown} (TEST_HEAD {rule})\n" + log.read_text())
+    kwargs = dict(methods=["MMRL"], datasets=["EuroSAT"])
+    jobs = plan.table_jobs(plan.TABLES[7], [1], out, scripts_root=scripts, **kwargs)
+    notes = [n for n in tables.build_table(7, jobs, **kwargs).notes if n.startswith("MMRL:")]
+    expected = "the release's rule" if rule == "by_label_space" else "NOT the rule of the published numbers"
+    assert len(notes) == 1 and f"TEST_HEAD {rule}" in notes[0] and expected in notes[0]

@@ -123,8 +123,8 @@ METHODS: dict[str, Method] = {
         Method("PromptSRC+BMIP", "promptsrc_bmip"),
         Method("CoPrompt", "coprompt"),
         Method("CoPrompt+BMIP", "coprompt_bmip"),
-        # The field since MaPLe, part 2 (Table 7; ImageNet runs need CFG=vit_b16_ep5_imnet for MMA,
-        # CFG=vit_b16_imagenet LOADEP=5 for MMRL and MMRL+BMIP).
+        # The field since MaPLe, part 2 (Table 7). Their scripts pick the releases' ImageNet configs
+        # (vit_b16_ep5_imnet, vit_b16_imagenet) by dataset: tests/test_plan_configs.py.
         Method("MMA", "mma"),
         Method("MMA+BMIP", "mma_bmip"),
         Method("CLIP-LoRA", "clip_lora"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,29 @@ def _base2new_table(tdef: plan.TableDef, res: Results, methods, datasets, paper)
     return table
 
 
+# trainers/mmrl.py logs the head it evaluates with and the rule (TEST_HEAD) that chose it.
+_MMRL_HEAD = re.compile(r"^MMRL evaluation head: \w+ \(TEST_HEAD (\w+)\)$", re.MULTILINE)
+_MMRL_RULES = {
+    "by_label_space": "the release's rule, as in the published numbers (fused head on the base classes, "
+    "CLS head on new and all classes)",
+    "fusion": "one fused head for every label space, NOT the rule of the published numbers",
+}
+
+
+def _test_head_notes(jobs: Sequence[plan.Job], methods: Sequence[str]) -> list[str]:
+    """Which MMRL test-head rule made each row, read from its runs' logs (docs/METHODS.md, MMRL)."""
+    rules: dict[str, set[str]] = {}
+    for step in (step for job in jobs for step in job.steps if step.method in methods):
+        if step.log.is_file():
+            found = _MMRL_HEAD.findall(step.log.read_text(errors="replace"))
+            rules.setdefault(step.method, set()).update(found)
+    return [
+        f"{method}: evaluated with TEST_HEAD {rule} ({_MMRL_RULES.get(rule, 'one head for every label space')})."
+        for method in methods
+        for rule in sorted(rules.get(method, ()))
+    ]
+
+
 def _transfer_table(tdef: plan.TableDef, res: Results, methods, datasets, paper) -> Table:
     table = Table(f"Table {tdef.number}: {tdef.title}", [("acc", "Acc")])
     source = tdef.source or plan.SOURCE
@@ -222,6 +246,7 @@ def build_table(
         table = _transfer_table(tdef, res, methods, datasets, paper)
     elif tdef.kind == "base2new_average":
         table = _base2new_table(tdef, res, methods, datasets, paper)
+        table.notes.extend(_test_head_notes(jobs, methods))
     else:
         table = _open_world_table(tdef, res, methods, datasets, rule, paper)
     table.missing = res.missing

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from engine.engine import TRAINER_REGISTRY
 from prompting.bmip import BMIPOptions, BMIPPrompts, resolve_bmip_options
+from prompting.release_draws import draw_bmip_learner, draw_openai_clip
 
 from .base import DeepPromptTrainer
 
-__all__ = ["BMIP", "bmip_options_from_cfg", "build_bmip_prompts"]
+__all__ = ["BMIP", "bmip_options_from_cfg", "build_bmip_prompts", "load_release_draws"]
 
 _BEST_FILE = "model-best.pth.tar"
 
@@ -79,7 +81,13 @@ class BMIP(DeepPromptTrainer):
         super().__init__(cfg)
 
     def build_prompt_learner(self, clip_model: nn.Module) -> nn.Module:
-        return build_bmip_prompts(clip_model, self.cfg)
+        if not self.cfg.TRAINER.BMIP.RELEASE_DRAWS:
+            return build_bmip_prompts(clip_model, self.cfg)
+        state = torch.get_rng_state()
+        learner = build_bmip_prompts(clip_model, self.cfg)
+        torch.set_rng_state(state)  # the generator then moves exactly as the release's construction moves it
+        load_release_draws(learner, clip_model)
+        return learner
 
     # ---- model selection and early stopping ----------------------------------------------------------
     def _validates(self) -> bool:
@@ -125,3 +133,36 @@ class BMIP(DeepPromptTrainer):
             super().train()
         except _EarlyStop:
             self.after_train()
+
+
+def load_release_draws(learner: BMIPPrompts, clip_model: nn.Module) -> None:
+    """Give ``learner`` the released BMIP's initial values, drawn in its order (prompting/release_draws.py)."""
+    o = learner.options
+    released = (o.connect_method, o.share_text, o.share_visual, o.first_vision_prompt) == (
+        "None",
+        True,
+        True,
+        "proj_text",
+    )
+    if not released or learner.prompt_prefix.startswith("X"):
+        raise ValueError(
+            "TRAINER.BMIP.RELEASE_DRAWS reproduces the released BMIP's draws: it needs PRESET released's prompt "
+            "layout (CONNECT_METHOD None, SHARE.* True, FIRST_VISION_PROMPT proj_text) and a CTX_INIT"
+        )
+    gates = draw_openai_clip(clip_model, gates=True)
+    drawn = draw_bmip_learner(clip_model, o.n_ctx, o.depth)
+    print("BMIP RELEASE_DRAWS: prompts, heads and gates drawn as the release's CLIP and learner draw them")
+    with torch.no_grad():
+        for name in ("proj_t", "single_layer_v", "single_layer_t"):
+            getattr(learner, name).load_state_dict(drawn[name].state_dict())
+        shared = [learner.ctx_v] if hasattr(learner, "ctx_v") else []
+        for prompt in (*shared, *getattr(learner, "compound_prompts_visual", ())):
+            prompt.copy_(drawn["ctx_v"])  # the shared vision prompt, one tensor or per-block copies
+        for prompt, value in zip(learner.compound_prompts_text, drawn["compound_prompts_text"]):
+            prompt.copy_(value)
+        for ours, tower, blocks, which in (
+            (learner.gates_v, "vision", learner.vision_blocks, 0),
+            (learner.gates_t, "text", learner.text_blocks, 1),
+        ):  # block b's learnable_linear1 (vision) / learnable_linear2 (text) gates the prompts entering it
+            for gate, block in zip(ours, blocks):
+                gate.load_state_dict(gates[tower][block][which].state_dict())

@@ -1,9 +1,9 @@
 """CLIP-LoRA (``CLIPLoRA``, ``TRAINER.CLIP_LORA``): low-rank updates of both towers' attention (docs/METHODS.md).
 
 The release (github.com/MaxZanella/CLIP-LoRA) trains ``N_ITERS * NUM_SHOTS`` iterations of AdamW with a
-cosine schedule stepped every iteration, on the dataset's hand-written prompt (``trainers/templates.py``,
-the release's ``template[0]`` of every dataset) and a fixed logit scale of 100, then evaluates the final
-model. Here the iteration budget fixes the number of epochs (``ceil(total / batches per epoch)``, the last
+cosine schedule stepped every iteration, on one class prompt for every dataset (``"a photo of a {}."``:
+each of the release's dataset files sets that template; ``TEMPLATE coop`` uses CoOp's per-dataset one from
+``trainers/templates.py`` instead) and a fixed logit scale of 100, then evaluates the final model. Here the iteration budget fixes the number of epochs (``ceil(total / batches per epoch)``, the last
 epoch cut at the budget); ``N_ITERS 0`` trains ``OPTIM.MAX_EPOCH`` epochs with the engine's per-epoch
 schedule instead. The final model is saved both as ``model.pth.tar-<epoch>`` and as ``model-best.pth.tar``
 (no selection happens: it is the final model), so the scripts load it whatever epoch count the budget gave.
@@ -85,7 +85,7 @@ class CLIPLoRA(DeepPromptTrainer):
             raise ValueError("TRAINER.CLIP_LORA.ENCODER vision/both needs a ViT backbone, not a ResNet")
         learner = LoRAPrompts(
             clip_model,
-            template=dataset_template(self.cfg.DATASET.NAME),
+            template=self.class_template(),
             encoder=c.ENCODER,
             blocks=partial(lora_blocks, c.POSITION),  # per tower depth, as the release's two tables
             projections=tuple(c.PARAMS),
@@ -95,9 +95,15 @@ class CLIPLoRA(DeepPromptTrainer):
             rank_scaling=c.RANK_SCALING,
         )
         print(
-            f"Building CLIP-LoRA: encoder {c.ENCODER}, position {c.POSITION}, params {list(c.PARAMS)}, r {c.R}"
+            f"Building CLIP-LoRA: encoder {c.ENCODER}, position {c.POSITION}, params {list(c.PARAMS)}, r {c.R}, "
+            f"class prompt {learner.class_template!r}"
         )
         return PromptedCLIP(clip_model, learner, classnames, fixed_logit_scale=c.LOGIT_SCALE or None)
+
+    def class_template(self) -> str:
+        """``TRAINER.CLIP_LORA.TEMPLATE``: a template with ``{}``, or ``coop`` for CoOp's per-dataset one."""
+        template = self.method_cfg.TEMPLATE
+        return dataset_template(self.cfg.DATASET.NAME) if template == "coop" else template
 
     # ---- the release's iteration budget ------------------------------------------------------------
     @property

@@ -97,6 +97,9 @@ def add_maple_cfg(cfg: CN) -> None:
     # MaPLe-dagger: > 0 turns every 512->768 coupling into a 512-h-768 GELU MLP (581 matches BMIP's
     # per-layer parameter count, docs/METHODS.md); 0 = Linear, the released MaPLe.
     cfg.TRAINER.MAPLE.COUPLING_HIDDEN = 0
+    # True: draw from the seed as the release does (its CLIP is built from random init first), so a seed
+    # gives the release's initial prompts (prompting/release_draws.py; on in the official configs).
+    cfg.TRAINER.MAPLE.RELEASE_DRAWS = False
 
 
 def add_bmip_cfg(cfg: CN) -> None:
@@ -131,6 +134,9 @@ def add_bmip_cfg(cfg: CN) -> None:
     # True reproduces the release: validation, early stopping and model-best run only when
     # TEST.NO_TEST_EARLY is False (its default True then leaves no model-best for best_val to load).
     cfg.TRAINER.BMIP.VAL_REQUIRES_NO_TEST_EARLY = False
+    # True (released preset configs): a seed gives the release's initial prompts and gates, drawn in its
+    # order (its CLIP, gates included, then its learner; prompting/release_draws.py). BMIP trainer only.
+    cfg.TRAINER.BMIP.RELEASE_DRAWS = False
     if "SHARE" not in cfg:
         cfg.SHARE = CN()
     cfg.SHARE.SHARE_PARAMETER_VISUAL = None  # True: one vision deep prompt + one F_l; False: per layer
@@ -209,6 +215,8 @@ def add_clip_lora_cfg(cfg: CN) -> None:
     cfg.TRAINER.CLIP_LORA.N_ITERS = 500
     cfg.TRAINER.CLIP_LORA.ETA_MIN = 1e-6  # the per-iteration cosine schedule's final LR
     cfg.TRAINER.CLIP_LORA.LOGIT_SCALE = 100.0  # the release's fixed logit scale; 0 = exp(CLIP's logit_scale)
+    # Class prompt: the release's one template for every dataset; "coop" = CoOp's per-dataset template.
+    cfg.TRAINER.CLIP_LORA.TEMPLATE = "a photo of a {}."
 
 
 def add_mmrl_cfg(cfg: CN) -> None:
@@ -220,10 +228,11 @@ def add_mmrl_cfg(cfg: CN) -> None:
     cfg.TRAINER.MMRL.REP_DIM = 512  # width of the shared representation space
     cfg.TRAINER.MMRL.N_REP_TOKENS = 5
     cfg.TRAINER.MMRL.PREC = "fp16"  # fp16, fp32, amp, amp_bf16
-    # True (released): REG_WEIGHT (and EuroSAT's REP_DIM) per dataset (trainers/mmrl.py).
+    # True (released): REG_WEIGHT (and EuroSAT's REP_DIM) per dataset, under the command line (trainers/mmrl.py).
     cfg.TRAINER.MMRL.DATASET_TABLE = True
     # Evaluation head: fusion (default: one head for every label space) | cls | rep | by_label_space
-    # (the release: fused on the training classes, CLS elsewhere, decided by TASK and the label space).
+    # (the release: fused on the training classes, CLS elsewhere, decided by TASK and the label space;
+    # the MMRL and MMRL_BMIP configs set it).
     cfg.TRAINER.MMRL.TEST_HEAD = "fusion"
     cfg.TRAINER.MMRL.TASK = "B2N"  # B2N | CD | FS (the release's top-level TASK; read by by_label_space)
 

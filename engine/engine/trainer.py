@@ -218,14 +218,18 @@ class TrainerBase:
                 )
         return epochs[names[-1]]
 
+    @staticmethod
+    def model_path(directory: str, name: str, epoch: int | None = None) -> str:
+        """The checkpoint ``load_model`` reads for model ``name``: the best one, or that of ``epoch``."""
+        return os.path.join(directory, name, _BEST_FILE if epoch is None else f"model.pth.tar-{epoch}")
+
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = _BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = os.path.join(directory, name, model_file)
+            model_path = self.model_path(directory, name, epoch)
             if not os.path.exists(model_path):
                 folder = os.path.dirname(model_path)
                 present = sorted(n for n in os.listdir(folder) if n.startswith("model")) if os.path.isdir(folder) else []

@@ -2,6 +2,6 @@
 # MMRL cross-dataset evaluation of the SOURCE-trained model (SOURCE, default imagenet): xd_test.sh <dataset> <seed> [KEY VALUE...]
 # Data root from DATA (default ./data); see scripts/lib.sh for OUTPUT, CFG, LOADEP, SHOTS, SUBS.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-# MMRL, official configs (ImageNet base-to-new: CFG=vit_b16_imagenet LOADEP=5).
+# MMRL, official configs (the cross-dataset config).
 lib_setup MMRL vit_b16_cross_datasets 1
 xd_test "$@"

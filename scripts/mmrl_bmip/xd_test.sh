@@ -2,6 +2,6 @@
 # MMRL_BMIP cross-dataset evaluation of the SOURCE-trained model (SOURCE, default imagenet): xd_test.sh <dataset> <seed> [KEY VALUE...]
 # Data root from DATA (default ./data); see scripts/lib.sh for OUTPUT, CFG, LOADEP, SHOTS, SUBS.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-# MMRL + BMIP (no official code; MMRL's configs and schedule, BMIP's gates; ImageNet base-to-new: CFG=vit_b16_imagenet LOADEP=5).
+# MMRL + BMIP (no official code; MMRL's configs and schedule, BMIP's gates; the cross-dataset config).
 lib_setup MMRL_BMIP vit_b16_cross_datasets 1
 xd_test "$@"

@@ -147,7 +147,8 @@ REFERENCES = {
             bmip,
             "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
             name="released_mean_valid_unshared_vision",
-            opts=("TRAINER.BMIP.TEXT_ATTN_QUERY", "mean_valid", "SHARE.SHARE_PARAMETER_VISUAL", "False"),
+            opts=("TRAINER.BMIP.TEXT_ATTN_QUERY", "mean_valid", "SHARE.SHARE_PARAMETER_VISUAL", "False",
+                  "TRAINER.BMIP.RELEASE_DRAWS", "False"),  # the release's draws need its shared layout
         ),  # fmt: skip
     ],
 }

@@ -2,8 +2,8 @@
 
 In an adapted block, with ``h = LN1(x)``: ``p = h W_p^T + b_p + (alpha / sqrt(r)) * drop_p(h) A_p^T B_p^T`` for
 p in q, k, v (each its own dropout, training only), then the usual attention, output projection and MLP.
-Logits are ``100 * cos`` (the release's fixed scale). The class prompt is the dataset's hand-written
-template (Digits: ``"a photo of the digit {}."``). The text sequences are cut after the last EOT (exact
+Logits are ``100 * cos`` (the release's fixed scale). The class prompt is the release's one template
+``"a photo of a {}."`` (``TEMPLATE coop``: CoOp's per-dataset one, Digits ``"a photo of the digit {}."``). The text sequences are cut after the last EOT (exact
 under the causal mask) so that the dropout draws have the shapes the trainer draws them with; the draws
 happen in the order text blocks 0..11 then vision blocks 0..11, q then k then v.
 """
@@ -19,7 +19,8 @@ from torch import Tensor
 from . import Case, Expected, Reference
 from . import clip_math as cm
 
-TEMPLATE = "a photo of the digit {}."  # trainers/templates.py's Digits entry, restated
+RELEASE_TEMPLATE = "a photo of a {}."  # every dataset file of the release sets this one template
+COOP_DIGITS_TEMPLATE = "a photo of the digit {}."  # trainers/templates.py's Digits entry, restated
 
 
 def lora_block(case: Case, tower: str, i: int, x: Tensor, causal: bool, tower_params: str) -> Tensor:
@@ -54,7 +55,10 @@ def lora_block(case: Case, tower: str, i: int, x: Tensor, causal: bool, tower_pa
 def clip_lora(case: Case) -> Expected:
     w = case.clip
     assert case.cfg.TRAINER.CLIP_LORA.ENCODER == "both" and case.cfg.TRAINER.CLIP_LORA.POSITION == "all"
-    x, eot = cm.class_prompt_embeddings(w, [TEMPLATE.format(n.replace("_", " ")) for n in case.classnames])
+    chosen = case.cfg.TRAINER.CLIP_LORA.TEMPLATE
+    assert chosen in ("coop", RELEASE_TEMPLATE), chosen
+    template = COOP_DIGITS_TEMPLATE if chosen == "coop" else RELEASE_TEMPLATE
+    x, eot = cm.class_prompt_embeddings(w, [template.format(n.replace("_", " ")) for n in case.classnames])
     x = (x + w["positional_embedding"])[:, : int(eot.max()) + 1]
     for i in range(cm.n_blocks(w, "transformer")):
         x = lora_block(case, "transformer", i, x, True, "text_lora")
@@ -89,8 +93,10 @@ REFERENCES = {
                 "['q', 'v']",
                 "TRAINER.CLIP_LORA.R",
                 "3",
+                "TRAINER.CLIP_LORA.TEMPLATE",
+                "coop",
             ),
-            name="no_dropout_rank_scaling_qv_r3",
+            name="no_dropout_rank_scaling_qv_r3_coop_template",
         ),  # fmt: skip
     ],
 }
