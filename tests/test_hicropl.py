@@ -79,7 +79,7 @@ def test_shared_initial_draws():
         assert released.cross_prompts_visual[0].data_ptr() != released.cross_prompts_visual[1].data_ptr()
 
 
-def _trainer(tmp_path: Path, *opts: str):
+def _build_trainer(tmp_path: Path, *opts: str):
     argv = [
         "--root", str(tmp_path / "data"), "--trainer", "HiCroPL", "--seed", "1", "--output-dir", str(tmp_path / "out"),
         "--dataset-config-file", str(ROOT / "configs/datasets/digits.yaml"), "--config-file", str(ROOT / B2N),
@@ -92,14 +92,25 @@ def _trainer(tmp_path: Path, *opts: str):
     return build_trainer(cfg)
 
 
+@pytest.fixture(scope="module")
+def trainers_by_mapping(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One small trainer per MAPPING (the released preset and the paper preset), shared by the tests below."""
+    root = tmp_path_factory.mktemp("hicropl")
+    return {
+        "write_back": _build_trainer(root / "released"),
+        "graph": _build_trainer(root / "paper", "TRAINER.HICROPL.PRESET", "paper"),
+    }
+
+
 def _batch(n_classes: int) -> dict:
     gen = torch.Generator().manual_seed(3)
     return {"img": torch.randn(4, 3, 224, 224, generator=gen), "label": torch.arange(4) % n_classes}
 
 
 @pytest.mark.parametrize("mapping", ["write_back", "graph"])
-def test_what_one_step_trains(mapping: str, tmp_path: Path):
-    trainer = _trainer(tmp_path, "TRAINER.HICROPL.MAPPING", mapping)
+def test_what_one_step_trains(mapping: str, trainers_by_mapping: dict):
+    trainer = trainers_by_mapping[mapping]
+    trainer.set_model_mode("train")
     learner = trainer.model.prompt_learner
     before = {n: p.detach().clone() for n, p in learner.named_parameters()}
     trainer.batch_idx, trainer.num_batches = 0, 2
@@ -119,21 +130,22 @@ def test_what_one_step_trains(mapping: str, tmp_path: Path):
         assert mapper <= moved
 
 
-def test_written_back_prompts_drift_over_evaluation_batches(tmp_path: Path):
-    trainer = _trainer(tmp_path)
+def test_written_back_prompts_drift_over_evaluation_batches(trainers_by_mapping: dict):
+    trainer = trainers_by_mapping["write_back"]
     model, images = trainer.model, _batch(5)["img"]
     trainer.set_model_mode("eval")
     assert model.cache_text is False
     first, second = trainer.model_inference(images), trainer.model_inference(images)
     assert not torch.allclose(first, second)  # the release re-maps the prompts before every batch
-    trainer = _trainer(tmp_path, "TRAINER.HICROPL.PRESET", "paper")
+    trainer = trainers_by_mapping["graph"]
     trainer.set_model_mode("eval")
     first, second = trainer.model_inference(images), trainer.model_inference(images)
     assert trainer.model.cache_text and torch.equal(first, second)
 
 
-def test_a_val_tie_replaces_model_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    trainer = _trainer(tmp_path, "OPTIM.MAX_EPOCH", "3")
+def test_a_val_tie_replaces_model_best(trainers_by_mapping: dict, monkeypatch: pytest.MonkeyPatch):
+    trainer = trainers_by_mapping["write_back"]
+    monkeypatch.setattr(trainer, "best_result", float("-inf"))
     saved = []
     monkeypatch.setattr(trainer, "test", lambda split=None: 50.0)
     monkeypatch.setattr(
