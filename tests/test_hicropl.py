@@ -112,6 +112,7 @@ def test_what_one_step_trains(mapping: str, trainers_by_mapping: dict):
     trainer = trainers_by_mapping[mapping]
     trainer.set_model_mode("train")
     learner = trainer.model.prompt_learner
+    assert trainer.optim.defaults["eps"] == 1e-3  # the released configs' OPTIM.EPS reaches Adam
     before = {n: p.detach().clone() for n, p in learner.named_parameters()}
     trainer.batch_idx, trainer.num_batches = 0, 2
     summary = trainer.forward_backward(_batch(len(trainer.model.classnames)))
