@@ -1,9 +1,11 @@
 """Build the model a registered trainer trains, without a dataset: what the benchmark times.
 
-The trainer's own ``build_prompt_learner`` (or ``build_clip_model`` for CoOp/CoCoOp) runs on the project's
+The trainer's own ``build_prompt_learner`` (``build_clip_model`` for CoOp/CoCoOp, ``build_custom_clip`` for
+trainers without a separate learner, MMRL and MMRL_BMIP) runs on the project's
 default config (``train.py``'s ``extend_cfg``) with ``--opts`` merged, so the benchmark measures exactly
 the model ``train.py`` would build. Extra loss terms of PromptSRC/CoPrompt (frozen teachers) are not
-part of the timed step: the bench times the prompted model with cross-entropy.
+part of the timed step: the bench times the prompted model with cross-entropy (HiCroPL: without its
+frozen-feature anchoring and, under ``MAPPING write_back``, without the in-place mapping step).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def build_prompted(trainer: str, cfg: Any, clip_model: nn.Module, classnames: Se
     shell.cfg = cfg
     if isinstance(shell, ContextTrainer):
         model = shell.build_clip_model(clip_model, list(classnames))
+    elif type(shell).build_prompt_learner is DeepPromptTrainer.build_prompt_learner:
+        model = shell.build_custom_clip(clip_model, list(classnames))  # no separate learner (MMRL, MMRL_BMIP)
     else:
         model = PromptedCLIP(clip_model, shell.build_prompt_learner(clip_model), list(classnames))
     return model.to(next(clip_model.parameters()).device)

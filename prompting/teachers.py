@@ -82,18 +82,19 @@ def template_features(clip_model: nn.Module, templates: Sequence[str], classname
     return encode_texts(clip_model, token_ids).view(len(templates), len(names), -1).mean(dim=0)
 
 
-def description_path(directory: str, dataset_name: str) -> str:
-    """``<directory>/<stem>_prompt.json`` for ``DATASET.NAME``; a clear error for an unknown dataset."""
+def description_path(directory: str, dataset_name: str, node: str = "TRAINER.CoPrompt") -> str:
+    """``<directory>/<stem>_prompt.json`` for ``DATASET.NAME``; a clear error for an unknown dataset
+    (``node``: the config node whose ``DESCRIPTION_FILE`` / ``DESCRIPTIONS_DIR`` the messages name)."""
     stem = DESCRIPTION_KEYS.get(dataset_name)
     if stem is None:
         raise KeyError(
             f"no description file name is known for DATASET.NAME {dataset_name!r} (known: "
-            f"{', '.join(sorted(DESCRIPTION_KEYS))}); set TRAINER.CoPrompt.DESCRIPTION_FILE to the file"
+            f"{', '.join(sorted(DESCRIPTION_KEYS))}); set {node}.DESCRIPTION_FILE to the file"
         )
     return os.path.join(directory, stem + DESCRIPTION_SUFFIX)
 
 
-def load_descriptions(path: str, classnames: Sequence[str]) -> list[list[str]]:
+def load_descriptions(path: str, classnames: Sequence[str], node: str = "TRAINER.CoPrompt") -> list[list[str]]:
     """The description sentences of exactly ``classnames`` (in that order) from a CoPrompt JSON file.
 
     Classes are looked up with ``_`` replaced by spaces, as released. Errors name the file and the class:
@@ -102,8 +103,7 @@ def load_descriptions(path: str, classnames: Sequence[str]) -> list[list[str]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"class description file {path} not found: download CoPrompt's gpt_file/ descriptions (see "
-            "docs/METHODS.md, CoPrompt) into TRAINER.CoPrompt.DESCRIPTIONS_DIR or set "
-            "TRAINER.CoPrompt.DESCRIPTION_FILE"
+            f"docs/METHODS.md, CoPrompt) into {node}.DESCRIPTIONS_DIR or set {node}.DESCRIPTION_FILE"
         )
     try:
         with open(path, encoding="utf-8") as f:

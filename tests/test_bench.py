@@ -38,6 +38,10 @@ def test_bench_models_are_the_trainers_models():
     model = build_prompted("BMIP", cfg, backbone, class_names(12))
     assert model.prompt_learner.options.attn_reduce == "per_sample"  # the config reached the learner
     assert model.classnames[10] == model.classnames[0] == "Annual Crop Land"
+    # a trainer without a separate prompt learner builds its whole model (MMRL's two heads)
+    mmrl_cfg = bench_cfg("random:tiny", ["DATASET.NAME", "EuroSAT"])  # MMRL's prompts use the dataset's template
+    assert type(build_prompted("MMRL", mmrl_cfg, backbone, class_names(3))).__name__ == "MMRLCLIP"
+    assert type(build_prompted("HiCroPL", cfg, backbone, class_names(3)).prompt_learner).__name__ == "HiCroPLPrompts"
     with pytest.raises(ValueError, match="unknown trainer 'Nope'; registered"):
         build_prompted("Nope", cfg, backbone, class_names(2))
     with pytest.raises(ValueError, match="KEY VALUE"):

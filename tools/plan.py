@@ -130,6 +130,8 @@ METHODS: dict[str, Method] = {
         Method("CLIP-LoRA", "clip_lora"),
         Method("MMRL", "mmrl"),
         Method("MMRL+BMIP", "mmrl_bmip"),
+        # HiCroPL (ICCV 2025), bi-directional like BMIP; ImageNet base-to-new: CFG=vit_b16_c2_ep40_batch128_16ctx.
+        Method("HiCroPL", "hicropl"),
         # The field since MaPLe (Table 6): KgCoOp, TCP and DePT over our hosts.
         Method("KgCoOp", "kgcoop"),
         Method("TCP", "tcp"),
@@ -211,9 +213,9 @@ TABLES: dict[int, TableDef] = {
     # Not a BMIP-paper table: the base-to-new averages the later methods' own papers publish.
     7: TableDef(
         7,
-        "The field since MaPLe, part 2: adapters, representation tokens, LoRA (base-to-new, 11 datasets)",
+        "The field since MaPLe, part 2: adapters, representation tokens, LoRA, HiCroPL (base-to-new, 11 datasets)",
         "base2new_average",
-        ("CLIP", "MaPLe", "MMA", "MMA+BMIP", "MMRL", "MMRL+BMIP", "CLIP-LoRA"),
+        ("CLIP", "MaPLe", "MMA", "MMA+BMIP", "MMRL", "MMRL+BMIP", "CLIP-LoRA", "HiCroPL"),
         OPEN_WORLD_DATASETS,
     ),
 }

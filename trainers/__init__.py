@@ -15,6 +15,7 @@ with TRAINER_REGISTRY.builtins():
         coprompt,
         coprompt_bmip,
         dept,
+        hicropl,
         ivlp,
         kgcoop,
         maple,

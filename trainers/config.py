@@ -32,6 +32,7 @@ __all__ = [
     "add_kgcoop_cfg",
     "add_tcp_cfg",
     "add_dept_cfg",
+    "add_hicropl_cfg",
 ]
 
 
@@ -285,6 +286,29 @@ def add_dept_cfg(cfg: CN) -> None:
     cfg.TRAINER.DEPT.CROSS_DATASET_HEAD = False
 
 
+def add_hicropl_cfg(cfg: CN) -> None:
+    """HiCroPL: ``TRAINER.HICROPL`` (defaults of the release's train.py; docs/METHODS.md, HiCroPL).
+
+    Behaviour options default to None = "take the value of ``PRESET``"; a set value wins.
+    """
+    cfg.TRAINER.HICROPL = CN()
+    cfg.TRAINER.HICROPL.N_CTX = 2
+    cfg.TRAINER.HICROPL.CROSS_LAYER = 6  # k: text -> vision in blocks 0..k-1, vision -> text in k..depth-1
+    cfg.TRAINER.HICROPL.CTX_INIT = "a photo of a"  # used only when N_CTX <= its token count (4)
+    cfg.TRAINER.HICROPL.PREC = "fp16"
+    cfg.TRAINER.HICROPL.PROMPT_DEPTH = 9
+    cfg.TRAINER.HICROPL.LAMBD = 10.0  # weight of the two distillation terms (the released YAMLs use 12)
+    # "" or MODEL.BACKBONE.NAME: the frozen image features are the backbone's own (the release loads a copy).
+    cfg.TRAINER.HICROPL.TEACHER_NAME = ""
+    cfg.TRAINER.HICROPL.PRESET = "released"  # released | paper
+    cfg.TRAINER.HICROPL.MAPPING = None  # write_back (released) | graph (paper)
+    cfg.TRAINER.HICROPL.SHARED_INIT = None  # True (released): one draw for all layers' vision prompts / proxies
+    # Class descriptions: DESCRIPTION_FILE if set, else <DESCRIPTIONS_DIR>/<dataset stem>_prompt.json;
+    # an empty DESCRIPTIONS_DIR means the project's datasets/descriptions folder.
+    cfg.TRAINER.HICROPL.DESCRIPTIONS_DIR = ""
+    cfg.TRAINER.HICROPL.DESCRIPTION_FILE = ""
+
+
 METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_shared_cfg,
     add_coop_cfg,
@@ -301,6 +325,7 @@ METHOD_CFG_FUNCTIONS: list[Callable[[CN], None]] = [
     add_kgcoop_cfg,
     add_tcp_cfg,
     add_dept_cfg,
+    add_hicropl_cfg,
 ]
 
 

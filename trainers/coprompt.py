@@ -42,10 +42,22 @@ from prompting.teachers import (
 
 from .base import DeepPromptTrainer
 
-__all__ = ["DATASET_SETTINGS", "DEFAULT_DESCRIPTIONS_DIR", "CoPrompt", "DatasetSettings", "apply_dataset_table"]
+__all__ = [
+    "DATASET_SETTINGS", "DEFAULT_DESCRIPTIONS_DIR", "CoPrompt", "DatasetSettings", "apply_dataset_table",
+    "description_file",
+]  # fmt: skip
 
 DEFAULT_DESCRIPTIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets", "descriptions")
 DISTILL_CHOICES = ("cosine", "mse")
+
+
+def description_file(method_cfg: Any, dataset_name: str, node: str = "TRAINER.CoPrompt") -> str:
+    """The class-description file of a method's config node ``node``: its ``DESCRIPTION_FILE`` if set, else
+    ``<DESCRIPTIONS_DIR or datasets/descriptions>/<dataset stem>_prompt.json``."""
+    if method_cfg.DESCRIPTION_FILE:
+        return os.path.expanduser(method_cfg.DESCRIPTION_FILE)
+    directory = os.path.expanduser(method_cfg.DESCRIPTIONS_DIR) if method_cfg.DESCRIPTIONS_DIR else DEFAULT_DESCRIPTIONS_DIR
+    return description_path(directory, dataset_name, node)
 
 
 @dataclass(frozen=True)
@@ -135,11 +147,7 @@ class CoPrompt(DeepPromptTrainer):
 
     # ---- frozen teacher ---------------------------------------------------------------------------
     def description_file(self) -> str:
-        c = self.method_cfg
-        if c.DESCRIPTION_FILE:
-            return os.path.expanduser(c.DESCRIPTION_FILE)
-        directory = os.path.expanduser(c.DESCRIPTIONS_DIR) if c.DESCRIPTIONS_DIR else DEFAULT_DESCRIPTIONS_DIR
-        return description_path(directory, self.cfg.DATASET.NAME)
+        return description_file(self.method_cfg, self.cfg.DATASET.NAME)
 
     def description_bank(self) -> Tensor:
         """Frozen description features (K, C, D) of exactly the classes of the current label space."""

@@ -99,6 +99,8 @@ _C.OPTIM.SGD_NESTEROV = False
 _C.OPTIM.RMSPROP_ALPHA = 0.99
 _C.OPTIM.ADAM_BETA1 = 0.9
 _C.OPTIM.ADAM_BETA2 = 0.999
+# Adam-family epsilon (torch's default); HiCroPL's modified Dassl added this key (its configs use 1e-3).
+_C.OPTIM.EPS = 1e-8
 # Staged LR: NEW_LAYERS (top-level children) get LR, the other children LR * BASE_LR_MULT.
 _C.OPTIM.STAGED_LR = False
 _C.OPTIM.NEW_LAYERS = ()

@@ -26,6 +26,7 @@ def build_optimizer(model: nn.Module | Iterable[Any], optim_cfg: Any, param_grou
     lr = optim_cfg.LR
     weight_decay = optim_cfg.WEIGHT_DECAY
     betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+    eps = optim_cfg.EPS
 
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn("OPTIM.STAGED_LR is ignored because param_groups were given; bind staged LRs in them yourself", stacklevel=2)
@@ -33,9 +34,9 @@ def build_optimizer(model: nn.Module | Iterable[Any], optim_cfg: Any, param_grou
         param_groups = _default_param_groups(model, optim_cfg)
 
     if name == "adam":
-        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
     if name == "amsgrad":
-        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, amsgrad=True)
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, amsgrad=True)
     if name == "sgd":
         return torch.optim.SGD(
             param_groups,
@@ -50,8 +51,8 @@ def build_optimizer(model: nn.Module | Iterable[Any], optim_cfg: Any, param_grou
             param_groups, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=weight_decay, alpha=optim_cfg.RMSPROP_ALPHA
         )
     if name == "radam":
-        return torch.optim.RAdam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        return torch.optim.RAdam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
 def _default_param_groups(model: nn.Module | Iterable[Any], optim_cfg: Any) -> Any:
