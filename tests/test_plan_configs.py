@@ -53,6 +53,10 @@ EXPECTED: dict[str, tuple[str, str, dict[str, str], str | None]] = {
         "PromptSRC_DePT", "vit_b16_c2_ep20_batch4_4+4ctx", {}, "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"
     ),
     "BMIP+DePT": ("BMIP_DePT", "BMIP_ctx2_dp9_lr2", {}, "BMIP_ctx2_dp9_lr2_cross_datasets"),
+    "HiCroPL": (
+        "HiCroPL", "vit_b16_c2_ep50_batch32_16ctx",
+        {"ImageNet": "vit_b16_c2_ep40_batch128_16ctx"}, "vit_b16_c2_ep5_batch32_2ctx_cross_datasets",
+    ),
 }  # fmt: skip
 
 

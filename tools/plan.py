@@ -130,7 +130,7 @@ METHODS: dict[str, Method] = {
         Method("CLIP-LoRA", "clip_lora"),
         Method("MMRL", "mmrl"),
         Method("MMRL+BMIP", "mmrl_bmip"),
-        # HiCroPL (ICCV 2025), bi-directional like BMIP; ImageNet base-to-new: CFG=vit_b16_c2_ep40_batch128_16ctx.
+        # HiCroPL (ICCV 2025), bi-directional like BMIP; its scripts pick the ImageNet config for ImageNet.
         Method("HiCroPL", "hicropl"),
         # The field since MaPLe (Table 6): KgCoOp, TCP and DePT over our hosts.
         Method("KgCoOp", "kgcoop"),

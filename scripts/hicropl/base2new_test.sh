@@ -2,6 +2,10 @@
 # HiCroPL base-to-new evaluation on new and all classes (SUBS): base2new_test.sh <dataset> <seed> [KEY VALUE...]
 # Data root from DATA (default ./data); see scripts/lib.sh for OUTPUT, CFG, LOADEP, SHOTS, SUBS.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-# HiCroPL, official configs (ImageNet base-to-new: CFG=vit_b16_c2_ep40_batch128_16ctx); base-to-new loads model-best (best_val, as released); PRESET paper: CFG=vit_b16_c2_ep50_batch32_16ctx_paper.
-lib_setup HiCroPL vit_b16_c2_ep50_batch32_16ctx best
+# HiCroPL, official configs (ImageNet base-to-new uses the release's vit_b16_c2_ep40_batch128_16ctx); base-to-new
+# loads model-best (best_val, as released); PRESET paper: CFG=vit_b16_c2_ep50_batch32_16ctx_paper.
+case "${1:-}" in
+    imagenet) lib_setup HiCroPL vit_b16_c2_ep40_batch128_16ctx best ;;
+    *) lib_setup HiCroPL vit_b16_c2_ep50_batch32_16ctx best ;;
+esac
 base2new_test "$@"
