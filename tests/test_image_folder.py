@@ -288,13 +288,14 @@ def test_tables_tool_shows_an_image_folder_row(flowers: Path, tmp_path: Path, ca
 def test_every_trainer_trains_on_an_image_folder(name: str, flowers: Path, tmp_path: Path) -> None:
     scripts, opts, env, _ = smoke_setup(name, flowers.parent, tmp_path / "out")
     opts = [*opts, "DATASET.IMAGE_FOLDER", "flowers"]
-    if name.startswith("CoPrompt"):  # class descriptions: no folder has them, the user writes the file
+    key = {"CoPrompt": "CoPrompt", "CoPrompt_BMIP": "CoPrompt", "HiCroPL": "HICROPL"}.get(name)
+    if key:  # class descriptions: no folder has them, the user writes the file
         descriptions = {c.replace("_", " "): [f"a {c} seen up close.", f"a small {c}."] for c in CLASSES}
         (tmp_path / "descriptions.json").write_text(json.dumps(descriptions))
-        opts += ["TRAINER.CoPrompt.DESCRIPTION_FILE", str(tmp_path / "descriptions.json")]
+        opts += [f"TRAINER.{key}.DESCRIPTION_FILE", str(tmp_path / "descriptions.json")]
     run_script(scripts / "base2new_train.sh", ["image_folder", "1", *opts], env)
     log = next(
-        (tmp_path / "out/base2new/train_base").glob(f"image_folder_flowers_*/shots_1/{name}/*/seed1/log.txt")
+        (tmp_path / "out/base2new/train_base").glob(f"image_folder_flowers_*/shots_1/{name}/*/seed1+overrides-*/log.txt")
     )
     text = log.read_text()
     assert re.search(r"# classes\s+2\b", text) and ACCURACY.search(text), text[-2000:]
