@@ -22,9 +22,13 @@ from torch import Tensor, nn
 __all__ = ["draw_openai_clip", "draw_bmip_learner"]
 
 
-def _block(width: int, heads: int, gates: bool) -> list[nn.Linear]:
-    """One residual block as the releases construct it; BMIP's blocks end with two Linear(1, 1) gates."""
-    nn.MultiheadAttention(width, heads)
+def _block(width: int, gates: bool) -> list[nn.Linear]:
+    """One residual block as the releases construct it; BMIP's blocks end with two Linear(1, 1) gates.
+
+    The head count does not change what ``nn.MultiheadAttention`` draws (its weights are width x width), so one
+    head stands for the release's ``width // 64``, which is 0 on backbones narrower than 64 (tests' shapes).
+    """
+    nn.MultiheadAttention(width, 1)
     nn.LayerNorm(width)
     nn.Sequential(
         OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("c_proj", nn.Linear(width * 4, width))])
@@ -49,10 +53,10 @@ def draw_openai_clip(clip_model: nn.Module, gates: bool = False) -> dict[str, li
         torch.randn(v_width)
         torch.randn(n_patches, v_width)
         for _ in range(clip_model.vision_layers):
-            out["vision"].append(_block(v_width, v_width // 64, gates))
+            out["vision"].append(_block(v_width, gates))
         torch.randn(v_width, clip_model.embed_dim)
         for _ in range(clip_model.text_layers):
-            out["text"].append(_block(t_width, t_width // 64, gates))
+            out["text"].append(_block(t_width, gates))
         vocab, context = clip_model.token_embedding.weight.shape[0], clip_model.positional_embedding.shape[0]
         token = nn.Embedding(vocab, t_width)
         nn.init.normal_(token.weight, std=0.02)

@@ -420,6 +420,7 @@ def test_dassl_warmup_checkpoints_evaluate_resume_and_convert_safely(data_root, 
     assert set(plain) == {"prompt_learner.ctx"} and plain["prompt_learner.ctx"].dtype == torch.float32
     assert torch.equal(plain["prompt_learner.ctx"], start)
     evaluate[evaluate.index(str(dassl_dir))] = str(converted)
+    evaluate[evaluate.index(str(tmp_path / "eval"))] = str(tmp_path / "eval_converted")  # one run per folder
     assert train.run(evaluate) == 0
 
 

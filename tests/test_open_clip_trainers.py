@@ -24,6 +24,7 @@ from test_all_trainers import ACCURACY, SMOKE_OPTS, argv, flag, lib_env, run_scr
 import train
 import trainers  # noqa: F401  (registers the trainers)
 from engine.engine import TRAINER_REGISTRY, build_trainer
+from tools import layout
 
 pytestmark = pytest.mark.backbones
 
@@ -100,9 +101,8 @@ def test_bmip_base2new_script_runs_on_an_open_clip_vit_b32_file(tmp_path):
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     run_script(ROOT / "scripts/bmip/base2new_train.sh",
                ["digits", "1", "MODEL.BACKBONE.NAME", f"open_clip:ViT-B-32/{path}", *smoke], env)  # fmt: skip
-    log = (
-        tmp_path / "out/base2new/train_base/digits/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1/log.txt"
-    ).read_text()
+    folder = tmp_path / "out/base2new/train_base/digits/shots_1/BMIP/BMIP_ctx2_dp9_lr2/seed1"
+    log = (layout.place(folder, ["MODEL.BACKBONE.NAME", f"open_clip:ViT-B-32/{path}", *smoke]) / "log.txt").read_text()
     assert "Loaded open_clip backbone" in log or f"open_clip:ViT-B-32/{path}" in log
     assert "Finish training" in log.splitlines() and ACCURACY.search(log)
 
@@ -124,7 +124,8 @@ def test_backbone_switch_of_every_script(lib_env):  # noqa: F811
     )
     env["BACKBONE"] = "open_clip:ViT-L-14/datacomp_xl_s13b_b90k"
     run_script(ROOT / "scripts/coop/xd_train.sh", ["imagenet", "1", "MODEL.BACKBONE.NAME", "RN50"], env)
-    args = argv(
-        out / "imagenet/CoOp/vit_b16_ep50_ctxv1@open_clip-ViT-L-14-datacomp_xl_s13b_b90k_16shots/seed1"
-    )
+    args = argv(layout.place(
+        out / "imagenet/CoOp/vit_b16_ep50_ctxv1@open_clip-ViT-L-14-datacomp_xl_s13b_b90k_16shots/seed1",
+        ["MODEL.BACKBONE.NAME", "RN50"],
+    ))  # fmt: skip
     assert args[-2:] == ["MODEL.BACKBONE.NAME", "RN50"]
