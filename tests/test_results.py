@@ -202,7 +202,7 @@ def test_result_tools_do_not_import_torch(project_root):
     import sys
 
     modules = ["tables", "parse_test_res", "plan", "results", "metrics", "sweep", "layout", "run_record", "run_lock",
-               "reliability_cases"]
+               "reliability_cases", "doc_sections", "dassl_compat_table"]
     code = "import sys\n" + "".join(f"import tools.{m}\n" for m in modules) + (
         "loaded = sorted(m for m in ('torch', 'engine', 'clip', 'prompting') if m in sys.modules)\n"
         "assert not loaded, loaded\n"

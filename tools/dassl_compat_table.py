@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tools.doc_sections import decorator_calls, replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "DASSL_COMPAT.md"
 TEST_FILES = ("tests/test_dassl_clients.py", "tests/test_dassl_alias.py")
@@ -30,28 +32,15 @@ def collect_rows(root: Path = ROOT) -> list[tuple[str, str, str, str]]:
     """``(client, status, shows, test)`` for every ``@compat_row`` test, in file order."""
     rows = []
     for name in TEST_FILES:
-        tree = ast.parse((root / name).read_text(), filename=name)
-        for node in tree.body:
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for decorator in node.decorator_list:
-                if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "compat_row":
-                    client, status, shows = (ast.literal_eval(arg) for arg in decorator.args)
-                    rows.append((client, status, shows, f"`{Path(name).name}::{node.name}`"))
+        for function, call in decorator_calls(root / name, "compat_row"):
+            client, status, shows = (ast.literal_eval(arg) for arg in call.args)
+            rows.append((client, status, shows, f"`{Path(name).name}::{function.name}`"))
     return rows
 
 
 def render_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
-    lines = [HEADER, *("| " + " | ".join(row) + " |" for row in rows)]
-    return "\n".join([BEGIN, *lines, END])
-
-
-def updated_document(text: str, table: str) -> str:
-    """``text`` with the part between the markers replaced by ``table``."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{DOC}: the markers {BEGIN!r} and {END!r} are missing")
-    head, rest = text.split(BEGIN, 1)
-    return head + table + rest.split(END, 1)[1]
+    """The markdown table (without its markers)."""
+    return "\n".join([HEADER, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report whether the document is up to date")
     args = parser.parse_args(argv)
     text = DOC.read_text()
-    new = updated_document(text, render_table(collect_rows()))
+    new = replace_section(text, BEGIN, END, render_table(collect_rows()), DOC)
     if args.check:
         if new != text:
             print(f"{DOC} is out of date: run python -m tools.dassl_compat_table", file=sys.stderr)

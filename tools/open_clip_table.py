@@ -16,6 +16,7 @@ from pathlib import Path
 import open_clip
 
 from clip.open_clip_backbone import clip_arguments, supported_models
+from tools.doc_sections import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/data/open_clip_imagenet_zeroshot.csv"
@@ -60,9 +61,7 @@ def render() -> str:
 
 
 def write() -> None:
-    text = DOC.read_text()
-    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
-    DOC.write_text(f"{text[:start]}\n{render()}\n{text[stop:]}")
+    DOC.write_text(replace_section(DOC.read_text(), BEGIN, END, render(), DOC))
 
 
 def main() -> None:

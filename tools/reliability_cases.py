@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools.doc_sections import decorator_calls, replace_section
 
 __all__ = ["Case", "collect", "render", "updated", "main"]
 
@@ -36,31 +37,15 @@ class Case:
     test: str
 
 
-def _markers(function: ast.FunctionDef) -> Iterator[ast.Call]:
-    for decorator in function.decorator_list:
-        if (
-            isinstance(decorator, ast.Call)
-            and isinstance(decorator.func, ast.Attribute)
-            and decorator.func.attr == "reliability_case"
-        ):
-            yield decorator
-
-
 def collect(tests_dir: Path = ROOT / "tests") -> list[Case]:
     """Every ``reliability_case`` marker under ``tests_dir``, in file and line order."""
     cases = []
     for path in sorted(tests_dir.glob("test_*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for call in _markers(node):
-                values = [ast.literal_eval(arg) for arg in call.args]
-                if len(values) != 3 or not all(isinstance(v, str) for v in values):
-                    raise ValueError(
-                        f"{path}:{call.lineno}: reliability_case takes three strings (id, input, outcome)"
-                    )
-                cases.append(Case(*values, test=f"{path.relative_to(tests_dir.parent)}::{node.name}"))
+        for function, call in decorator_calls(path, "reliability_case"):
+            values = [ast.literal_eval(arg) for arg in call.args]
+            if len(values) != 3 or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{path}:{call.lineno}: reliability_case takes three strings (id, input, outcome)")
+            cases.append(Case(*values, test=f"{path.relative_to(tests_dir.parent)}::{function.name}"))
     seen: set[str] = set()
     for case in cases:
         if case.case_id in seen:
@@ -70,19 +55,15 @@ def collect(tests_dir: Path = ROOT / "tests") -> list[Case]:
 
 
 def render(cases: list[Case]) -> str:
-    """The markdown table, between its markers."""
-    lines = [BEGIN, "| case | input or event | what happens | test |", "|---|---|---|---|"]
+    """The markdown table (without its markers)."""
+    lines = ["| case | input or event | what happens | test |", "|---|---|---|---|"]
     lines += [f"| `{c.case_id}` | {c.given} | {c.outcome} | `{c.test}` |" for c in cases]
-    return "\n".join([*lines, END])
+    return "\n".join(lines)
 
 
 def updated(doc: str, cases: list[Case]) -> str:
     """``doc`` with its generated table replaced by the one ``cases`` give."""
-    if BEGIN not in doc or END not in doc:
-        raise ValueError(f"{DOC} lacks the markers {BEGIN!r} ... {END!r}")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + render(cases) + tail
+    return replace_section(doc, BEGIN, END, render(cases), DOC)
 
 
 def main(argv: list[str] | None = None) -> int:
