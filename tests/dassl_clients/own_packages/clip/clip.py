@@ -1,4 +1,8 @@
-"""This repository's CLIP loader: OpenAI's table of released models and a cut-down image tower."""
+"""This repository's CLIP loader: a table of released models in OpenAI's layout and a cut-down image tower.
+
+The table's host is a reserved ``.invalid`` name (it never resolves): the tests only ever ask for the names
+the launcher adds, and nothing here may reach a real host.
+"""
 
 import hashlib
 import os
@@ -9,7 +13,7 @@ from torch import nn
 __all__ = ["available_models", "build_model"]
 
 _MODELS = {
-    "ViT-B/16": "https://openaipublic.azureedge.net/clip/models/"
+    "ViT-B/16": "https://clip-weights.invalid/clip/models/"
     "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
 }
 
