@@ -4,7 +4,9 @@ A probe (clip/probes.py) that needs the attention the rows ``[:stop]`` pay to th
 runs the fused kernel over the keys ``[:stop]`` alone and keeps its output and row log-sum-exp
 (:class:`PrefixAttention`). After a hook replaced the rows ``[stop:]``, the block's pass extends that
 output by the new keys with an exact log-sum-exp merge (:func:`prefixed_attention`) instead of attending
-over the whole sequence again.
+over the whole sequence again. In training the merge runs inside an autograd function whose backward
+is the fused kernel's backward of the whole attention (exact: it needs only the output and the row
+log-sum-exp of the whole attention, which the merge produces).
 """
 
 from __future__ import annotations
@@ -87,37 +89,80 @@ def _cpu_flash(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
 
 
-def _extend_into(dest: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor) -> None:
+def _extend_into(dest: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Write into ``dest`` (which may be ``out``) the attention output of queries ``q`` whose attention
     over some keys is (``out``, ``lse``), extended by the few keys ``k``/values ``v``: the exact
-    log-sum-exp merge, in place, one pass per extra key. Temporaries of the output's size are avoided on
-    purpose: at batch 100 each one costs more in page faults than in arithmetic."""
+    log-sum-exp merge, in place, one pass per extra key; returns the merged row log-sum-exp.
+    Temporaries of the output's size are avoided on purpose: at batch 100 each one costs more in page
+    faults than in arithmetic."""
     probs, total = few_key_probs(q, k, lse)  # (N, heads, rows, few), (N, heads, rows)
     torch.mul(out, torch.exp(lse.to(total.dtype) - total).unsqueeze(-1).to(dest.dtype), out=dest)
     weights = probs.to(dest.dtype)
     v = v.to(dest.dtype)
     for j in range(k.shape[2]):
         dest.addcmul_(weights[..., j : j + 1], v[:, :, j : j + 1])
+    return total
+
+
+def _merged_attention(prefix: PrefixAttention, q_p: Tensor, k_p: Tensor, v_p: Tensor, suffix: Projection):
+    """Output (N, heads, L, head_dim) and row log-sum-exp (N, heads, L) of the whole attention, written
+    into the prefix's buffer: rows ``[:stop]`` (queries ``q_p``) extend their fused output by the new keys;
+    the new rows attend to the keys ``[:stop]`` (``k_p``, ``v_p``) through the fused kernel and are
+    extended the same way."""
+    q_s, k_s, v_s = suffix
+    result = prefix.take_output()  # (N, heads, L, head_dim), laid out as (N, L, heads, head_dim)
+    stop = prefix.stop
+    head = result[:, :, :stop]
+    head_lse = _extend_into(head, head, prefix.lse[:, :, :stop], q_p, k_s, v_s)
+    tail_out, tail_lse = _cpu_flash(q_s, k_p, v_p)
+    tail_lse = _extend_into(result[:, :, stop:], tail_out, tail_lse, q_s, k_s, v_s)
+    return result, torch.cat([head_lse, tail_lse], dim=2)
+
+
+class _PrefixedAttentionFunction(torch.autograd.Function):
+    """The merge of :func:`_merged_attention` with the gradient of the whole attention.
+
+    Forward reuses the probe's gradient-free prefix attention; backward is CPU flash attention's own
+    backward over the whole sequence, given the merged output and log-sum-exp, so a training step pays for
+    the attention among the rows ``[:stop]`` once (as an unprobed block does), not twice."""
+
+    @staticmethod
+    def forward(ctx, prefix, q_p, k_p, v_p, q_s, k_s, v_s):  # type: ignore[no-untyped-def]
+        result, lse = _merged_attention(prefix, q_p, k_p, v_p, Projection(q_s, k_s, v_s))
+        ctx.stop = prefix.stop
+        ctx.save_for_backward(q_p, k_p, v_p, q_s, k_s, v_s, result, lse)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
+        q_p, k_p, v_p, q_s, k_s, v_s, result, lse = ctx.saved_tensors
+        q, k, v = (torch.cat(pair, dim=2) for pair in ((q_p, q_s), (k_p, k_s), (v_p, v_s)))
+        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, result, lse, 0.0, False
+        )
+        stop = ctx.stop
+        heads = tuple(g[:, :, :stop] for g in grads)
+        tails = tuple(g[:, :, stop:] for g in grads)
+        return (None, *heads, *tails)
 
 
 def prefixed_attention(projection: PrefixedProjection) -> Tensor:
     """Attention output (N, L, heads, head_dim) of a :class:`PrefixedProjection`, written into the
-    prefix's buffer: rows ``[:stop]`` extend their fused output by the new keys ``[stop:]``; the few new
-    rows attend to the keys ``[:stop]`` through the fused kernel and are extended the same way."""
-    prefix, (q_s, k_s, v_s) = projection
-    result = prefix.take_output()  # (N, heads, L, head_dim), laid out as (N, L, heads, head_dim)
-    stop = prefix.stop
-    head = result[:, :, :stop]
-    _extend_into(head, head, prefix.lse[:, :, :stop], prefix.q, k_s, v_s)
-    tail_out, tail_lse = _cpu_flash(q_s, prefix.k, prefix.v)
-    _extend_into(result[:, :, stop:], tail_out, tail_lse, q_s, k_s, v_s)
+    prefix's buffer (:func:`_merged_attention`); differentiable with respect to every projection."""
+    prefix, suffix = projection
+    inputs = (prefix.q, prefix.k, prefix.v, *suffix)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        result = _PrefixedAttentionFunction.apply(prefix, *inputs)
+    else:
+        result, _ = _merged_attention(prefix, prefix.q, prefix.k, prefix.v, suffix)
     return result.transpose(1, 2)
 
 
 def fused_prefix(projection: Projection, stop: int) -> Optional[PrefixAttention]:
     """:class:`PrefixAttention` from the fused kernel, where one returns the log-sum-exp (CPU flash
-    attention); None elsewhere (the probe then computes its scores explicitly)."""
+    attention); None elsewhere (the probe then computes its scores explicitly). The kernel runs without
+    gradient; the prefix keeps the (differentiable) projections for the block pass."""
     if projection.q.device.type != "cpu":
         return None
-    q, k, v = projection
+    q, k, v = (t.detach() for t in projection)
     return PrefixAttention(stop, projection, *_cpu_flash(q, k[:, :, :stop], v[:, :, :stop]))

@@ -58,28 +58,30 @@ class AttentionProbes:
                 self._memo[id(x)] = held
         return held
 
-    def _may_fuse_prefix(self, x: Tensor) -> bool:
-        """The fused prefix serves only a memoised, non-causal probe that needs no gradient: the kernel's
-        log-sum-exp is not differentiable (training keeps the explicit scores; its probe is detached)."""
+    def _may_fuse_prefix(self, x: Tensor, differentiable: bool) -> bool:
+        """The fused prefix serves a memoised, non-causal probe whose result needs no gradient (the kernel's
+        log-sum-exp is not differentiable): in evaluation, or a probe its caller detaches (BMIP's gates)."""
         if self._memo is None or self.causal:
             return False
-        return not torch.is_grad_enabled() or not (
+        return not differentiable or not torch.is_grad_enabled() or not (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
 
-    def attention_to_suffix(self, x: Tensor, start: int) -> Tensor:
+    def attention_to_suffix(self, x: Tensor, start: int, differentiable: bool = True) -> Tensor:
         """Head-averaged probabilities (N, start, L - start) the rows ``[:start]`` of ``x`` pay to the
         keys ``[start:]``, normalised over all keys: :meth:`attention_probs` ``(x, slice(0, start))[..., start:]``.
 
-        Memoised and gradient-free (evaluation), the rows' normaliser over the keys ``[:start]`` comes
-        from a fused attention of that prefix (:class:`PrefixAttention`, kept in the memo), which the
-        block's own pass extends instead of recomputing: only (start, L - start) scores are materialised.
+        Memoised and gradient-free (evaluation, or ``differentiable=False``: the caller detaches the
+        result), the rows' normaliser over the keys ``[:start]`` comes from a fused attention of that
+        prefix (:class:`PrefixAttention`, kept in the memo), which the block's own pass extends instead of
+        recomputing: only (start, L - start) scores are materialised. With ``differentiable=False`` the
+        result carries no gradient; the projection kept in the memo still does (the block pass needs it).
         """
         if x.dim() != 3 or not 0 < start < x.shape[1]:
             raise ValueError(
                 f"attention_to_suffix expects x (N, L, D) and 0 < start < L, got {tuple(x.shape)} and {start}"
             )
-        held = self._probed(x) if self._may_fuse_prefix(x) else None
+        held = self._probed(x) if self._may_fuse_prefix(x, differentiable) else None
         prefix = None
         if held is not None:
             prefix = (
@@ -90,7 +92,8 @@ class AttentionProbes:
         if prefix is None:
             return self.attention_probs(x, slice(0, start))[:, :, start:]
         self._memo[id(x)] = held._replace(prefix=prefix)
-        probs, _ = few_key_probs(prefix.q, held.projection.k[:, :, start:], prefix.lse[:, :, :start])
+        with torch.no_grad():
+            probs, _ = few_key_probs(prefix.q, held.projection.k[:, :, start:], prefix.lse[:, :, :start])
         return probs.mean(dim=1).to(x.dtype)
 
     def attention_probs(self, x: Tensor, query_rows: QueryRows = None) -> Tensor:

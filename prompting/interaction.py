@@ -80,7 +80,8 @@ class SlotAttention:
         n_seq, n_slots = x.shape[0], slots.stop - slots.start
         dtype = torch.promote_types(x.dtype, torch.float32)
         if slots.tower == "vision" and slots.stop == x.shape[1]:  # slots at the end: every row before them
-            attn = block.attention_to_suffix(x, slots.start).to(dtype).mean(dim=1)
+            attn = block.attention_to_suffix(x, slots.start, differentiable=not self.detach)
+            attn = attn.to(dtype).mean(dim=1)
         elif slots.tower == "vision":
             positions = torch.arange(x.shape[1], device=x.device)
             rows = positions[(positions < slots.start) | (positions >= slots.stop)]

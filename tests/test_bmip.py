@@ -29,10 +29,13 @@ def _model(tiny, preset: str = "released", seed: int = 0, **options) -> Prompted
 
 
 def _record(monkeypatch) -> dict:
-    """Gate inputs per tower and every ``attention_probs`` call, recorded during forward passes."""
+    """Gate inputs per tower and every attention probe, recorded during forward passes: ``attention_probs``
+    of the text tower logs "text"; a vision probe logs "vision" once, whether it fuses the prefix
+    (``attention_to_suffix``, training and evaluation on CPU) or computes explicit scores."""
     log = {"text": [], "vision": [], "probes": []}
     original_call = SlotAttention.__call__
     original_probs = clip.ResidualAttentionBlock.attention_probs
+    original_suffix = clip.ResidualAttentionBlock.attention_to_suffix
 
     def call(self, x, block, slots):
         out = original_call(self, x, block, slots)
@@ -40,11 +43,17 @@ def _record(monkeypatch) -> dict:
         return out
 
     def probs(self, x, query_rows=None):
-        log["probes"].append("text" if self.causal else "vision")
+        if self.causal:
+            log["probes"].append("text")
         return original_probs(self, x, query_rows)
+
+    def suffix(self, x, start, differentiable=True):
+        log["probes"].append("vision")
+        return original_suffix(self, x, start, differentiable)
 
     monkeypatch.setattr(SlotAttention, "__call__", call)
     monkeypatch.setattr(clip.ResidualAttentionBlock, "attention_probs", probs)
+    monkeypatch.setattr(clip.ResidualAttentionBlock, "attention_to_suffix", suffix)
     return log
 
 
