@@ -16,8 +16,10 @@ configurations interleaved (a noisy machine then slows every configuration alike
   build's own transient peak is excluded); ``torch.cuda.max_memory_allocated`` on GPU.
 
 On GPU it also counts FLOPs of the training step and reports TFLOP/s against ``--peak-tflops`` (or a
-known peak of the device). Writes ``<out>.json`` (every raw time) and ``<out>.txt`` (the table). On CPU
-the times are the process's CPU seconds (``--wall`` for wall clock), see :class:`Clock`.
+known peak of the device). Writes ``<out>.json`` (every raw time) and ``<out>.txt`` (the table). Every
+interval is timed on the process's CPU clock and on the wall clock; every ratio is the median of the
+paired ratios of the rounds, with their spread, and the load average of every round is recorded
+(bench/timing.py). On CPU the table leads with CPU time (``--wall``: wall time); on GPU with wall time.
 """
 
 from __future__ import annotations
@@ -26,12 +28,10 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.models import bench_cfg, build_backbone, build_prompted, class_names
+from bench.report import summarise, table
+from bench.timing import MIN_ROUNDS, Case, Clock, Sample, run_rounds
 
 SECTIONS = ("train", "eval", "text", "memory")
 # Dense peak TFLOP/s (fp32 non-tensor-core, bf16/fp16 tensor core) of common devices, by name fragment.
@@ -55,12 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="training batch size")
     p.add_argument("--eval-classes", nargs="+", type=int, default=[10, 1000])
     p.add_argument("--eval-batch", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median reported)")
+    p.add_argument("--repeats", type=int, default=MIN_ROUNDS,
+                   help=f"timed rounds; every configuration runs once per round (medians; < {MIN_ROUNDS}: indicative)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration first")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--no-before", action="store_true", help="skip the un-optimised 'before' configurations")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU (0: torch's default)")
-    p.add_argument("--wall", action="store_true", help="on CPU, time wall clock instead of process CPU time")
+    p.add_argument("--wall", action="store_true", help="on CPU, lead the table with wall time (both are recorded)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off", help="autocast on GPU")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for the utilisation column")
@@ -70,31 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ---- timing --------------------------------------------------------------------------------------------
-class Clock:
-    """Intervals of the measured work. On GPU: wall time after a device sync (kernels are asynchronous).
-    On CPU: the process's CPU time (all threads), unless ``WALL`` is set - on a shared machine other
-    processes stretch wall time by whatever they happen to run, while the CPU time of the work itself
-    stays put (with one intra-op thread it also contains no OpenMP spin-waiting)."""
-
-    WALL = False
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.last = self.now()
-
-    def now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-            return time.perf_counter()
-        return time.perf_counter() if self.WALL else time.process_time()
-
-    def lap(self) -> float:
-        now = self.now()
-        elapsed, self.last = now - self.last, now
-        return elapsed
-
-
+# ---- timed calls ----------------------------------------------------------------------------------------
 def _autocast(device: torch.device, amp: str) -> Any:
     if amp == "off" or device.type != "cuda":
         return nullcontext()
@@ -102,8 +81,8 @@ def _autocast(device: torch.device, amp: str) -> Any:
 
 
 def train_step(model: Any, images: torch.Tensor, labels: torch.Tensor, optim: torch.optim.Optimizer,
-               amp: str) -> dict[str, float]:
-    """One step as the trainers run it; seconds of forward (incl. loss), backward and optimizer step."""
+               amp: str) -> Sample:
+    """One step as the trainers run it: forward (incl. loss), backward and optimizer step."""
     model.train()
     clock = Clock(images.device)
     optim.zero_grad(set_to_none=True)
@@ -116,7 +95,7 @@ def train_step(model: Any, images: torch.Tensor, labels: torch.Tensor, optim: to
     return {"forward": forward, "backward": backward, "optimizer": clock.lap()}
 
 
-def eval_batch(model: Any, images: torch.Tensor, amp: str) -> dict[str, float]:
+def eval_batch(model: Any, images: torch.Tensor, amp: str) -> Sample:
     model.eval()
     clock = Clock(images.device)
     with torch.no_grad(), _autocast(images.device, amp):
@@ -124,7 +103,7 @@ def eval_batch(model: Any, images: torch.Tensor, amp: str) -> dict[str, float]:
     return {"batch": clock.lap()}
 
 
-def text_tower(model: Any, backward: bool, amp: str) -> dict[str, float]:
+def text_tower(model: Any, backward: bool, amp: str) -> Sample:
     """Class-side features of the current label space (the prompt learner's plan, hooks and all)."""
     model.train()
     clock = Clock(model.token_ids.device)
@@ -144,22 +123,6 @@ def _switch(model: Any, trim: bool, cache: bool) -> None:
 
 
 # ---- cases -----------------------------------------------------------------------------------------------
-class Case:
-    """One configuration to time: a name, how to prepare the model, and the timed call."""
-
-    def __init__(self, section: str, trainer: str, key: dict[str, Any], prepare: Callable[[], None],
-                 run: Callable[[], dict[str, float]]) -> None:
-        self.section, self.trainer, self.key = section, trainer, key
-        self.prepare, self.run = prepare, run
-        self.samples: list[dict[str, float]] = []
-
-    def medians(self) -> dict[str, float]:
-        parts = {k: statistics.median(s[k] for s in self.samples) for k in self.samples[0]}
-        if self.section == "train":
-            parts["step"] = statistics.median(sum(s.values()) for s in self.samples)
-        return parts
-
-
 def build_cases(args: argparse.Namespace, models: dict[str, Any], device: torch.device) -> list[Case]:
     gen = torch.Generator().manual_seed(0)
     res = next(iter(models.values())).clip.image_resolution
@@ -189,7 +152,7 @@ def build_cases(args: argparse.Namespace, models: dict[str, Any], device: torch.
                             eval_batch(m, i[:1], args.amp)  # fills the cache: the steady state of a test pass
                     mode = "cached" if optimised else "recompute"
                     cases.append(Case("eval", trainer, {"classes": n_cls, "mode": mode}, prepare,
-                                      lambda m=model, i=images: eval_batch(m, i, args.amp)))
+                                      lambda m=model, i=images: eval_batch(m, i, args.amp), figure="batch"))
         if "text" in args.sections:
             for n_cls in args.classes:
                 for backward in (False, True):
@@ -198,21 +161,9 @@ def build_cases(args: argparse.Namespace, models: dict[str, Any], device: torch.
                             m.set_classnames(class_names(n))
                             _switch(m, trim=t, cache=False)
                         cases.append(Case("text", trainer, {"classes": n_cls, "trim": trim, "backward": backward},
-                                          prepare, lambda m=model, b=backward: text_tower(m, b, args.amp)))
+                                          prepare, lambda m=model, b=backward: text_tower(m, b, args.amp),
+                                          figure="fwd_bwd" if backward else "fwd"))
     return cases
-
-
-def run_cases(cases: list[Case], warmup: int, repeats: int) -> None:
-    """Warm-up every case, then ``repeats`` rounds in which every case runs once (interleaved)."""
-    for case in cases:
-        case.prepare()
-        for _ in range(warmup):
-            case.run()
-    for r in range(repeats):
-        for case in cases:
-            case.prepare()
-            case.samples.append(case.run())
-        print(f"round {r + 1}/{repeats} done", flush=True)
 
 
 # ---- memory, FLOPs ------------------------------------------------------------------------------------------
@@ -308,109 +259,23 @@ def device_peak(args: argparse.Namespace, device: torch.device) -> Optional[floa
     return None
 
 
-# ---- report ---------------------------------------------------------------------------------------------------
-def _find(cases: list[Case], section: str, trainer: str, **key: Any) -> Optional[Case]:
-    for case in cases:
-        if case.section == section and case.trainer == trainer and all(case.key[k] == v for k, v in key.items()):
-            return case
-    return None
-
-
-def summarise(args: argparse.Namespace, cases: list[Case], memory: dict, flops: dict[str, float],
-              peak: Optional[float]) -> dict[str, Any]:
-    """Medians per case plus the ratios the acceptance criteria are stated in (all from this run)."""
-    rows = [{"section": c.section, "trainer": c.trainer, **c.key, "median_s": c.medians(),
-             "samples_s": c.samples} for c in cases]
-    ratios: dict[str, float] = {}
-    ref = args.trainers[0]
-    for trainer in args.trainers:
-        for n in args.classes:
-            on, off = _find(cases, "train", trainer, classes=n, trim=True), _find(cases, "train", trainer, classes=n, trim=False)
-            if on and off:
-                ratios[f"train {trainer} {n} cls: untrimmed / trimmed"] = off.medians()["step"] / on.medians()["step"]
-            base = _find(cases, "train", ref, classes=n, trim=True)
-            if trainer != ref and on and base:
-                ratios[f"train {n} cls: {trainer} / {ref}"] = on.medians()["step"] / base.medians()["step"]
-        for n in args.eval_classes:
-            cached = _find(cases, "eval", trainer, classes=n, mode="cached")
-            recompute = _find(cases, "eval", trainer, classes=n, mode="recompute")
-            if cached and recompute:
-                ratios[f"eval {trainer} {n} cls: cached / recompute images/s"] = (
-                    recompute.medians()["batch"] / cached.medians()["batch"])
-            base = _find(cases, "eval", ref, classes=n, mode="cached")
-            if trainer != ref and cached and base:
-                ratios[f"eval {n} cls: {trainer} / {ref} per batch"] = cached.medians()["batch"] / base.medians()["batch"]
-        for n in args.classes:
-            for backward, part in ((False, "fwd"), (True, "fwd_bwd")):
-                on = _find(cases, "text", trainer, classes=n, trim=True, backward=backward)
-                off = _find(cases, "text", trainer, classes=n, trim=False, backward=backward)
-                if on and off:
-                    ratios[f"text {trainer} {n} cls {part}: 77 tokens / trimmed"] = off.medians()[part] / on.medians()[part]
-    if len(memory) > 1 and ref in memory:
-        key = "peak_mib" if "peak_mib" in memory[ref] else "peak_rss_mib"
-        for trainer in args.trainers[1:]:
-            if trainer in memory:
-                ratios[f"memory {trainer} / {ref} peak"] = memory[trainer][key] / memory[ref][key]
-    throughput = {}
-    for trainer, total in flops.items():
-        step = _find(cases, "train", trainer, classes=args.classes[-1], trim=True)
-        if step:
-            achieved = total / step.medians()["step"] / 1e12
-            throughput[trainer] = {"tflop_per_step": total / 1e12, "tflops": achieved,
-                                   "of_peak": achieved / peak if peak else None}
-    return {"args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cases": rows, "ratios": ratios, "memory": memory, "flops": throughput}
-
-
-def table(summary: dict[str, Any]) -> str:
-    args = summary["args"]
-    clock = "wall" if args["device"] != "cpu" or args["wall"] else "process CPU"
-    lines = [f"backbone {args['backbone']}  device {args['device']}  threads {summary['threads']}  "
-             f"repeats {args['repeats']} (medians of {clock} seconds)", ""]
-    lines.append(f"{'section':<7} {'trainer':<12} {'configuration':<34} {'median':>9}  parts / throughput")
-    for row in summary["cases"]:
-        m = row["median_s"]
-        if row["section"] == "train":
-            config, total = f"{row['classes']} cls, trim {'on' if row['trim'] else 'off'}", m["step"]
-            detail = f"fwd {m['forward']:.3f}  bwd {m['backward']:.3f}  opt {m['optimizer']:.4f}"
-        elif row["section"] == "eval":
-            config, total = f"{row['classes']} cls, {row['mode']}", m["batch"]
-            detail = f"{summary['args']['eval_batch'] / total:.2f} images/s"
-        else:
-            part = "fwd_bwd" if row["backward"] else "fwd"
-            config, total = f"{row['classes']} cls, {part}, trim {'on' if row['trim'] else 'off'}", m[part]
-            detail = f"{1e3 * total / row['classes']:.2f} ms/class"
-        lines.append(f"{row['section']:<7} {row['trainer']:<12} {config:<34} {total:>8.3f}s  {detail}")
-    if summary["memory"]:
-        lines += ["", "peak memory of a training step:"]
-        lines += [f"  {t:<12} " + "  ".join(f"{k} {v:.0f}" for k, v in m.items()) for t, m in summary["memory"].items()]
-    if summary["flops"]:
-        lines += ["", "training step FLOPs:"]
-        for t, f in summary["flops"].items():
-            peak = f"  {100 * f['of_peak']:.1f}% of peak" if f["of_peak"] else ""
-            lines.append(f"  {t:<12} {f['tflop_per_step']:.3f} TFLOP/step  {f['tflops']:.3f} TFLOP/s{peak}")
-    lines += ["", "ratios (same run):"] + [f"  {k:<58} {v:.3f}" for k, v in summary["ratios"].items()]
-    return "\n".join(lines)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    Clock.WALL = args.wall
     if args.memory_child:
         memory_child(args, device)
         return
     models = _train_models(args, device, args.trainers)
     cases = build_cases(args, models, device)
     print(f"{len(cases)} configurations x ({args.warmup} warm-up + {args.repeats} timed) runs", flush=True)
-    run_cases(cases, args.warmup, args.repeats)
+    rounds = run_rounds(cases, args.warmup, args.repeats, log=lambda line: print(line, flush=True))
     memory = measure_memory(args, models, device) if "memory" in args.sections else {}
     flops = {}
     if device.type == "cuda" and "train" in args.sections:
         flops = {t: count_flops(m, args.classes[-1], args, device) for t, m in models.items()}
-    summary = summarise(args, cases, memory, flops, device_peak(args, device))
+    summary = summarise(args, cases, rounds, memory, flops, device_peak(args, device))
     text = table(summary)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

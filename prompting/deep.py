@@ -144,8 +144,8 @@ def prompt_hook(
     With ``reuse_projections``, a layer that probed the block's attention (BMIP's gate) hands the probe's
     queries/keys/values to the block, re-projecting only the replaced slot rows: the block then skips a
     second projection of the whole sequence (exact up to rounding: the projection is row-wise). A probe
-    that fused the attention of the rows before the slots (``attention_to_suffix`` in evaluation) hands
-    that over too, and the block only extends it by the slot keys.
+    that fused the attention of the rows before the slots (``attention_to_suffix``, in evaluation and for
+    a detached probe in training) hands that over too, and the block only extends it by the slot keys.
     ``residuals[index]`` (MMA's adapters) maps the block input (after the slots are written) to a tensor
     added to the block's output; ``projections[index]`` (LoRA) gives the block's adapted queries, keys
     and values of that input (a probe's projection is then not reused for the block's own pass).

@@ -179,10 +179,34 @@ def test_probe_needing_gradients_keeps_explicit_scores():
         block.attention_to_suffix(x, 9)
 
 
-@pytest.mark.parametrize("name", ["bmip_released", "bmip_paper"])
-def test_gate_probe_in_evaluation_extends_the_fused_prefix_exactly(name, monkeypatch):
-    model = _model(name).eval()
-    images = _images(3, 5)
+def test_detached_probe_in_training_fuses_the_prefix_and_keeps_every_gradient():
+    # With gradients, a probe whose result is detached still fuses the prefix; the block's pass then
+    # merges inside an autograd function whose backward is the whole attention's flash backward.
+    block = clip.ResidualAttentionBlock(64, 4).double()
+    x = torch.randn(3, 10, 64, dtype=torch.float64, requires_grad=True)
+    new_rows = torch.randn(3, 3, 64, dtype=torch.float64, requires_grad=True)
+    expected = block.attention_probs(x, slice(0, 7))[:, :, 7:]
+    with block.memoize_projection() as memo:
+        probs = block.attention_to_suffix(x, 7, differentiable=False)
+        probed = memo[id(x)]
+    assert probed.prefix is not None and not probs.requires_grad
+    assert (probs - expected.detach()).abs().max() < TOL
+    y = torch.cat([x[:, :7], new_rows], dim=1)
+    prefixed = clip.PrefixedProjection(probed.prefix, block.project(y[:, 7:]))
+    weights = torch.randn(3, 10, 64, dtype=torch.float64)
+    fused = block(y, prefixed)
+    fused_grads = torch.autograd.grad((fused * weights).sum(), [x, new_rows, *block.parameters()], allow_unused=True)
+    plain = block(y)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), [x, new_rows, *block.parameters()], allow_unused=True)
+    assert (fused - plain).abs().max() < TOL
+    for a, b in zip(fused_grads, plain_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).abs().max() < TOL * max(1.0, b.abs().max().item())
+    assert fused_grads[0].abs().sum() > 0 and fused_grads[1].abs().sum() > 0
+
+
+def _count_fused_prefixes(monkeypatch) -> list[bool]:
     fused: list[bool] = []
     original = clip.probes.fused_prefix
 
@@ -192,6 +216,39 @@ def test_gate_probe_in_evaluation_extends_the_fused_prefix_exactly(name, monkeyp
         return result
 
     monkeypatch.setattr(clip.probes, "fused_prefix", counting)
+    return fused
+
+
+@pytest.mark.parametrize("name", ["bmip_released", "bmip_paper"])
+def test_gate_probe_in_training_fuses_the_prefix_with_exact_gradients(name, monkeypatch):
+    model = _model(name)
+    images = _images(3, 6)
+    fused = _count_fused_prefixes(monkeypatch)
+    fast = _logits_and_grads(model, images)
+    assert fused == [True] * len(model.prompt_learner.vision_blocks)
+    model.reuse_probe_projections = False
+    _assert_close(fast, _logits_and_grads(model, images))
+    assert len(fused) == len(model.prompt_learner.vision_blocks)  # without reuse nothing is fused
+
+
+def test_probe_whose_gradient_is_wanted_keeps_explicit_scores_in_training(monkeypatch):
+    backbone = clip.build_clip("random:tiny", seed=0)
+    torch.manual_seed(0)
+    learner = BMIPPrompts(backbone, resolve_bmip_options("paper", detach_attn=False))
+    model = PromptedCLIP(backbone, learner, CLASSES).double()
+    images = _images(2, 7)
+    fused = _count_fused_prefixes(monkeypatch)
+    reused = _logits_and_grads(model, images)
+    assert fused == []  # the probe's own gradient needs explicit scores
+    model.reuse_probe_projections = False
+    _assert_close(reused, _logits_and_grads(model, images))
+
+
+@pytest.mark.parametrize("name", ["bmip_released", "bmip_paper"])
+def test_gate_probe_in_evaluation_extends_the_fused_prefix_exactly(name, monkeypatch):
+    model = _model(name).eval()
+    images = _images(3, 5)
+    fused = _count_fused_prefixes(monkeypatch)
     with torch.no_grad():
         fast = model(images)
         model.reuse_probe_projections = False
