@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the project and to the reference data it carries (tests/data)."""
+"""Shared test fixtures: the project root and the real CoOp split files it ships (datasets/splits)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DATA = ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +18,16 @@ def project_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def split_files() -> Path:
-    """Real CoOp split files the project carries for its tests (provenance in tests/data/splits/SOURCES.md)."""
-    return REFERENCE_DATA / "splits"
+def split_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding CoOp's published split files as the project ships them (datasets/splits, gzipped;
+    provenance in its SOURCES.md), decompressed and checked against SHA256SUMS, as tools.prepare_data does."""
+    from tools import data_sources
+
+    folder = tmp_path_factory.mktemp("splits")
+    for filename in sorted(data_sources.shipped_split_checksums()):
+        if not data_sources.shipped_split(filename, str(folder / filename)):
+            raise FileNotFoundError(f"SHA256SUMS lists {filename} but {data_sources.SPLITS_DIR} lacks its .gz")
+    return folder
 
 
 @pytest.fixture(autouse=True, scope="session")

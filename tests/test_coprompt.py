@@ -68,7 +68,7 @@ RELEASE_BLOBS = {
 NOT_SHIPPED = {"ImageNet"}
 
 
-def test_every_base_to_new_dataset_has_the_release_description_file():
+def test_every_base_to_new_dataset_has_the_release_description_file(split_files):
     import hashlib
 
     from prompting.teachers import DESCRIPTION_KEYS
@@ -88,7 +88,7 @@ def test_every_base_to_new_dataset_has_the_release_description_file():
     assert len(RELEASE_BLOBS) == len(OPEN_WORLD_DATASETS) - len(NOT_SHIPPED)
     assert not (ROOT / "datasets/descriptions/imagenet_prompt.json").exists()  # once copied: add its blob id
     # The real Caltech101 split's class names all have descriptions.
-    split = json.loads((ROOT / "tests/data/splits/split_zhou_Caltech101.json").read_text())
+    split = json.loads((split_files / "split_zhou_Caltech101.json").read_text())
     classes = sorted({c for _, _, c in split["train"]})
     assert len(load_descriptions(str(ROOT / "datasets/descriptions/caltech_prompt.json"), classes)) == 100
 

@@ -1,7 +1,7 @@
-"""The split files shipped in datasets/splits are CoOp's published ones, and the readers see no difference.
+"""The split files shipped in datasets/splits are CoOp's published ones, and the readers parse them.
 
-The published copies the tests compare with are the ones carried in tests/data/splits (provenance there); the
-shipped files without such a copy are compared with the registry's sha256.
+The published bytes are known by the sha256 recorded when the files were taken (datasets/splits/SOURCES.md,
+``tools/data_sources.py``); every shipped file must decompress to exactly those bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tools.data_sources import SOURCES
 SHIPPED = sorted(data_sources.shipped_split_checksums())
 
 
-def test_every_shipped_split_decompresses_to_the_published_bytes(split_files):
+def test_every_shipped_split_decompresses_to_the_published_bytes():
     assert len(SHIPPED) == 7, SHIPPED
     by_split = {ds.split.filename: ds.split for ds in SOURCES.values() if ds.split}
     for filename in SHIPPED:
@@ -31,8 +31,6 @@ def test_every_shipped_split_decompresses_to_the_published_bytes(split_files):
         digest = hashlib.sha256(data).hexdigest()
         assert digest == data_sources.shipped_split_checksums()[filename]
         assert by_split[filename].checksum == f"sha256:{digest}"  # the registry agrees with SHA256SUMS
-        if (split_files / filename).is_file():
-            assert data == (split_files / filename).read_bytes()
 
 
 def test_a_damaged_shipped_split_is_refused(tmp_path, monkeypatch):
@@ -45,26 +43,18 @@ def test_a_damaged_shipped_split_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "out.json").exists()
 
 
-@pytest.mark.parametrize("filename", [f for f in SHIPPED if (Path(__file__).parent / "data/splits" / f).is_file()])
-def test_readers_give_the_same_items_from_the_shipped_and_the_published_file(
-    filename, split_files, tmp_path, monkeypatch
-):
+@pytest.mark.parametrize("filename", SHIPPED)
+def test_readers_parse_every_shipped_split_to_its_published_sizes(filename, tmp_path, monkeypatch):
     name = next(n for n, ds in SOURCES.items() if ds.split and ds.split.filename == filename)
     cls = DATASET_REGISTRY.get(name)
     folder = tmp_path / cls.dataset_dir
     (folder / cls.image_subdir).mkdir(parents=True)
     assert data_sources.shipped_split(filename, str(folder / filename))
-    # the images are not here: Datum's existence check is lifted, the readers' items are compared as data
+    # the images are not here: Datum's existence check is lifted, the readers' items are read as data
     monkeypatch.setattr(base_dataset.os.path, "isfile", lambda path: True)
-
-    def items() -> list[list[tuple[str, int, str]]]:
-        ds = cls(make_cfg(name, tmp_path))
-        return [[(d.impath, d.label, d.classname) for d in part] for part in (ds.train_x, ds.val, ds.test)]
-
-    from_shipped = items()
-    shutil.copyfile(split_files / filename, folder / filename)
-    assert items() == from_shipped
-    assert [len(part) for part in from_shipped] == [cls.expected.train, cls.expected.val, cls.expected.test]
+    ds = cls(make_cfg(name, tmp_path))
+    assert [len(part) for part in (ds.train_x, ds.val, ds.test)] == [cls.expected.train, cls.expected.val, cls.expected.test]
+    assert all(isinstance(d.label, int) and d.classname for d in ds.train_x)
 
 
 def test_git_blob_ids_are_computed_as_git_does(split_files):
