@@ -2,7 +2,7 @@
 
 The MaPLe repository (muzairkhattak/multimodal-prompt-learning; its IVLP and VPT trainers share its
 ``clip``) builds CLIP with ``clip.build_model(state_dict, design_details)``, whose ``"trainer"`` entry
-picks the design. Every design builds this CLIP (:data:`DESIGNS`); an unknown one is refused in one line.
+picks the design. Each design of :data:`DESIGNS` builds this CLIP; any other is refused in one line.
 
 - ``CoOp``, ``CoCoOp``: the plain towers.
 - ``MaPLe``: the towers also take MaPLe's deep ("compound") prompts through their calls:
