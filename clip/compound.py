@@ -156,6 +156,7 @@ def add_block_prompts(model: CLIP, design_details: Mapping[str, Any], prompts: M
         visual = model.visual
         visual.__class__ = BlockPromptVisionTransformer
         visual.VPT = _prompt(design_details["vision_ctx"], visual.width, visual.conv1.weight.device)
+        _move_to_front(visual._parameters, "VPT")  # the repository's order: optimizer states index by it
         _add_block_prompts(visual.transformer, design_details["vision_depth"], design_details["vision_ctx"], False)
     _add_block_prompts(model.transformer, design_details["language_depth"], design_details["language_ctx"], True)
     names = dict(model.named_parameters())
@@ -174,6 +175,12 @@ def add_block_prompts(model: CLIP, design_details: Mapping[str, Any], prompts: M
                 )
             names[key].copy_(value)
     return model
+
+
+def _move_to_front(params: dict, name: str) -> None:
+    """Reorder ``params`` in place so that ``name`` comes first (then the others in their order)."""
+    for key in [k for k in params if k != name]:
+        params[key] = params.pop(key)
 
 
 def _prompt(n_ctx: int, width: int, device: torch.device) -> nn.Parameter:

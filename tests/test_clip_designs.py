@@ -95,6 +95,11 @@ def test_block_prompt_designs_register_prompts_where_the_repository_does(design,
         tower = model.visual if name.startswith("visual.") else model
         ctx = design["vision_ctx"] if name.startswith("visual.") else design["language_ctx"]
         assert p.shape == (ctx, tower.transformer.width) and p.dtype == torch.float32, name
+    order = [name for name, _ in model.named_parameters()]  # the repository's (optimizer states index by it)
+    assert order.index("visual.VPT") + 1 == order.index("visual.class_embedding")
+    for name in prompts:
+        if name.endswith(".VPT_shallow"):
+            assert order[order.index(name) + 1] == name.replace("VPT_shallow", "attn.in_proj_weight")
     values = torch.cat([p.detach().flatten() for p in prompts.values()])
     assert abs(values.std().item() - 0.02) < 0.003 and abs(values.mean().item()) < 0.003  # normal(0, 0.02)
     # A state dict holding the prompts (a saved model of this design) gives them back; keys as saved.
