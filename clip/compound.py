@@ -17,10 +17,12 @@ picks the design. Each design of :data:`DESIGNS` builds this CLIP; any other is 
   ``transformer.resblocks.<i>.VPT_shallow``: ``language_ctx`` tokens up to ``language_depth``). Before
   such a block its prompts replace the previous block's prompt tokens, at the same places as MaPLe's. The
   text prompts of block 0 are the trainer file's (its prompt learner writes them after SOS), as there.
-  ``VPT`` is the same with ``language_depth`` 0. Each prompt is drawn ``normal(0, 0.02)`` in fp32 when the
-  model is built (the values come from the global RNG, as theirs, but not the same draws: their CLIP
-  draws every weight in between) and is taken from ``state_dict`` where it holds that key; the towers
-  here are ordinary ones, driven by a hook (clip/blocks.py), so other hooks still apply.
+  ``VPT`` is the same with ``language_depth`` 0. The prompts are fp32, drawn ``normal(0, 0.02)`` as the
+  repository's CLIP draws them while it is constructed: with a ViT that construction is replayed on the
+  global generator (clip/release_draws.py), so the same generator state gives the same prompts as their
+  ``build_model`` and leaves the generator where theirs does (a trainer file's later draws match too); a
+  prompt that ``state_dict`` holds is taken from it. The towers here are ordinary ones, driven by a hook
+  (clip/blocks.py), so other hooks still apply.
 
 Precision, for both conventions, as the repository: the prompts are not halved with the weights (OpenAI's
 ``convert_weights`` leaves them fp32) but cast to fp16 where they join the tokens, so an fp32 tower sees
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .model import CLIP, Transformer, VisionTransformer
+from .release_draws import PROMPT_STD, draw_openai_clip
 
 # Designs whose towers are this CLIP's own (MaPLe's prompts come in through the call convention).
 PLAIN_DESIGNS = ("CoOp", "CoCoOp", "MaPLe")
@@ -45,7 +48,6 @@ PLAIN_DESIGNS = ("CoOp", "CoCoOp", "MaPLe")
 BLOCK_PROMPT_DESIGNS = ("IVLP", "VPT")
 DESIGNS = PLAIN_DESIGNS + BLOCK_PROMPT_DESIGNS
 BLOCK_PROMPT_KEYS = ("vision_depth", "vision_ctx", "language_depth", "language_ctx")
-PROMPT_STD = 0.02  # the repository's nn.init.normal_(std=0.02)
 
 
 def check_design_details(design_details: Optional[Mapping[str, Any]]) -> None:
@@ -150,30 +152,41 @@ def compound_prompt_hook(deeper: Sequence[Tensor], text: bool):
 
 
 def add_block_prompts(model: CLIP, design_details: Mapping[str, Any], prompts: Mapping[str, Tensor]) -> CLIP:
-    """Register the IVLP/VPT prompts on ``model`` (fp32, ``normal(0, 0.02)``, or ``prompts[name]``) and
-    make its towers apply them. Drawn in the repository's order: image tower first, then text blocks."""
-    if isinstance(model.visual, VisionTransformer) and design_details["vision_depth"] > 0:
+    """Register the IVLP/VPT prompts on ``model`` (fp32) and make its towers apply them.
+
+    Their values: ``prompts[name]`` where given, else the repository's draws: with a ViT image tower its
+    whole CLIP construction is replayed on the global generator (:func:`~clip.release_draws.draw_openai_clip`),
+    so a seed gives the prompts its ``build_model`` gives and the generator ends where theirs does; with a
+    ResNet (not replayed) the text prompts are drawn ``normal(0, 0.02)`` in its order.
+    """
+    vit = isinstance(model.visual, VisionTransformer)
+    drawn = draw_openai_clip(model, design=design_details)["prompts"] if vit else {}
+    if vit and design_details["vision_depth"] > 0:
         visual = model.visual
         visual.__class__ = BlockPromptVisionTransformer
         visual.VPT = _prompt(design_details["vision_ctx"], visual.width, visual.conv1.weight.device)
         _move_to_front(visual._parameters, "VPT")  # the repository's order: optimizer states index by it
         _add_block_prompts(visual.transformer, design_details["vision_depth"], design_details["vision_ctx"], False)
     _add_block_prompts(model.transformer, design_details["language_depth"], design_details["language_ctx"], True)
-    names = dict(model.named_parameters())
-    unknown = sorted(set(prompts) - set(names))
+    built = {name: p for name, p in model.named_parameters() if is_block_prompt_key(name)}
+    unknown = sorted(set(prompts) - set(built))
     if unknown:
         raise ValueError(
             f"clip.build_model: state dict holds prompts {', '.join(unknown)} that design_details "
             f"{dict(design_details)} does not build"
         )
     with torch.no_grad():
-        for key, value in prompts.items():
-            if names[key].shape != value.shape:
+        for name, param in built.items():
+            value = prompts.get(name, drawn.get(name))
+            if value is None:
+                nn.init.normal_(param, std=PROMPT_STD)
+            elif value.shape != param.shape:
                 raise ValueError(
-                    f"clip.build_model: state dict's {key} has shape {tuple(value.shape)}, design_details "
-                    f"builds {tuple(names[key].shape)}"
+                    f"clip.build_model: state dict's {name} has shape {tuple(value.shape)}, design_details "
+                    f"builds {tuple(param.shape)}"
                 )
-            names[key].copy_(value)
+            else:
+                param.copy_(value)
     return model
 
 
@@ -184,7 +197,8 @@ def _move_to_front(params: dict, name: str) -> None:
 
 
 def _prompt(n_ctx: int, width: int, device: torch.device) -> nn.Parameter:
-    return nn.Parameter(nn.init.normal_(torch.empty(n_ctx, width, device=device), std=PROMPT_STD))
+    """An fp32 prompt parameter, filled by :func:`add_block_prompts`."""
+    return nn.Parameter(torch.empty(n_ctx, width, device=device))
 
 
 def _add_block_prompts(tower: Transformer, depth: int, n_ctx: int, text: bool) -> None:

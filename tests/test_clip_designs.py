@@ -9,9 +9,11 @@ same weights: equal to the last bit, fp32 towers from fp16-converted weights.)
 
 IVLP/VPT: the reference is tests/references/clip_math.py (explicit attention, full 77 tokens, float64),
 fed the prompts read from the model's state dict under the repository's parameter names and rounded to
-fp16 as its blocks join them. (Checked by hand against the repository's own clip/model.py on the same
-fp16-converted random weights, fp32 towers: image features and the trainer file's text path equal to the
-last bit; ``encode_text``, which trims here after the last EOT, within 2e-6; VPT gradients within one
+fp16 as its blocks join them; their initial values are the repository's construction draws, restated with
+tests/test_release_draws.py's helpers. (Checked by hand against the repository's own clip/model.py on the
+same fp16-converted random weights, fp32 towers: for a seed, the same parameter names in the same order,
+the same initial prompts and generator state after ``build_model``; image features and the trainer file's
+text path equal to the last bit; ``encode_text``, which trims here after the last EOT, within 2e-6; VPT gradients within one
 fp16 ulp, the gradient reaching the halved prompts being fp16 in both.)
 """
 
@@ -22,6 +24,7 @@ import torch
 
 import clip
 from tests.references import clip_math
+from tests.test_release_draws import normal, release_block, uniform
 
 MAPLE = {"trainer": "MaPLe", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0,
          "maple_length": 2}
@@ -108,6 +111,49 @@ def test_block_prompt_designs_register_prompts_where_the_repository_does(design,
     for name, p in again.named_parameters():
         if "VPT" in name:
             assert torch.equal(p, prompts[name])
+
+
+def repository_ivlp_clip(clip_model, design: dict) -> dict[str, torch.Tensor]:
+    """The repository's IVLP/VPT CLIP construction as bare draws (tests/test_release_draws.py's helpers): the
+    image tower draws ``VPT`` right after the patch conv, each prompted block its ``VPT_shallow`` after its
+    own weights; then the text blocks likewise, the embeddings and ``initialize_parameters``."""
+    v, t, patch = clip_model.vision_width, clip_model.text_width, clip_model.visual.conv1.weight.shape[-1]
+    prompts = {}
+    uniform(v, 3, patch, patch, bound=(3 * patch * patch) ** -0.5)
+    if design["vision_depth"] > 0:
+        prompts["visual.VPT"] = normal(design["vision_ctx"], v, std=0.02)
+    normal(v), normal(clip_model.visual.positional_embedding.shape[0], v)
+    for i in range(clip_model.vision_layers):
+        release_block(v, gates=False)
+        if 0 < i < design["vision_depth"]:
+            prompts[f"visual.transformer.resblocks.{i}.VPT_shallow"] = normal(design["vision_ctx"], v, std=0.02)
+    normal(v, clip_model.embed_dim)
+    for i in range(clip_model.text_layers):
+        release_block(t, gates=False)
+        if 0 < i < design["language_depth"]:
+            prompts[f"transformer.resblocks.{i}.VPT_shallow"] = normal(design["language_ctx"], t, std=0.02)
+    vocab, context = clip_model.token_embedding.weight.shape[0], clip_model.positional_embedding.shape[0]
+    normal(vocab, t), normal(vocab, t), normal(context, t)
+    for _ in range(clip_model.text_layers):
+        normal(3 * t, t), normal(t, t), normal(4 * t, t), normal(t, 4 * t)
+    normal(t, clip_model.embed_dim)
+    return prompts
+
+
+@pytest.mark.parametrize("design", [IVLP, VPT], ids=["IVLP", "VPT"])
+def test_block_prompts_are_the_repository_draws_for_a_seed(design, tiny_state_dict):
+    """With a ViT, ``build_model`` replays the repository's CLIP construction: a seed gives its prompts and
+    leaves the global generator where its ``build_model`` does (a trainer file's next draws match too)."""
+    torch.manual_seed(3)
+    model = clip.build_model(tiny_state_dict, design)
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    expected = repository_ivlp_clip(model, design)
+    assert torch.equal(after, torch.rand(4))
+    got = {name: p for name, p in model.named_parameters() if "VPT" in name}
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert torch.equal(got[name].detach(), value), name
 
 
 @pytest.mark.parametrize("design", [IVLP, VPT], ids=["IVLP", "VPT"])
