@@ -134,7 +134,7 @@ def replace_prompt_tokens(x: Tensor, ctx: Tensor, text: bool) -> Tensor:
     n = ctx.shape[1]
     if text:
         return torch.cat([x[:, :1], ctx, x[:, 1 + n :]], dim=1)
-    return torch.cat([x[:, :-n], ctx], dim=1)
+    return torch.cat([x[:, : x.shape[1] - n], ctx], dim=1)  # (n may be 0: nothing replaced)
 
 
 def compound_prompt_hook(deeper: Sequence[Tensor], text: bool):
