@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .compound import check_design_details, use_compound_prompt_calls
+from .compound import apply_design, check_design_details, is_block_prompt_key
 from .model import CLIP, VisionTransformer, convert_weights
 from .open_clip_backbone import OPEN_CLIP_PREFIX, build_open_clip, image_preprocess
 from .pretrained import _MODELS, METADATA_KEYS, _download, read_state_dict
@@ -74,10 +74,13 @@ def build_model(state_dict: dict[str, torch.Tensor], design_details: Optional[Ma
     """OpenAI-compatible ``clip.build_model``: the CLIP of an OpenAI-layout state dict, with OpenAI's
     (L, N, D) layout for direct ``transformer`` calls (:func:`openai_layout`). Weights are fp32, or
     OpenAI's fp16 (:func:`~clip.model.convert_weights`) when :func:`openai_fp16` is on.
-    ``design_details``: the MaPLe repository's second argument (CoOp, CoCoOp, MaPLe designs; see
-    ``clip/compound.py``)."""
+    ``design_details``: the MaPLe repository's second argument (CoOp, CoCoOp, MaPLe, IVLP and VPT designs;
+    see ``clip/compound.py``). For IVLP/VPT the model holds the design's learnable prompts (fp32 in
+    either case, as theirs), taken from ``state_dict`` where it has them."""
     check_design_details(design_details)
-    model = use_compound_prompt_calls(openai_layout(_from_state_dict(state_dict)), design_details)
+    prompts = {k: v for k, v in state_dict.items() if is_block_prompt_key(k)}
+    weights = {k: v for k, v in state_dict.items() if k not in prompts}
+    model = apply_design(openai_layout(_from_state_dict(weights)), design_details, prompts)
     if openai_fp16():
         convert_weights(model)
     return model

@@ -165,7 +165,7 @@ def test_prograd_step_removes_the_conflicting_component_per_tensor():
 
 @compat_row('a MaPLe-family trainer file (`clip.build_model(state_dict, design_details)`, deep prompts through '
             'the towers\' calls) via our `train.py --import FILE`',
-            'yes (MaPLe design; IVLP/VPT designs refused in one line)',
+            'yes',
             "the file's CLIP is built with its design_details and its deep prompts train; the convention's "
             "logits are checked in `test_clip_designs.py`")
 def test_maple_family_file_through_our_train_py(data_root, clip_cache, tmp_path):
@@ -174,6 +174,33 @@ def test_maple_family_file_through_our_train_py(data_root, clip_cache, tmp_path)
     assert "epoch [1/1] batch [1/1]" in out and "* accuracy:" in out
     saved = torch.load(tmp_path / "out" / "MultiModalPromptLearner" / "model.pth.tar-1", weights_only=True)
     assert "prompt_learner.compound_prompts_text.1" in saved["state_dict"]  # PROMPT_DEPTH 3: two deeper prompts
+
+
+@compat_row("an IVLP-design trainer file (`clip.build_model` with design_details `IVLP`/`VPT`: the prompts live "
+            "inside CLIP's towers and blocks, switched on by name) via our `train.py --import FILE`",
+            'yes',
+            "CLIP's `VPT`/`VPT_shallow` prompts (the repository's names) and the file's text context train, the "
+            "frozen weights stay; its `load_model` reads the checkpoint back; logits checked in `test_clip_designs.py`")
+def test_ivlp_design_file_trains_the_prompts_inside_clip_through_our_train_py(data_root, clip_cache, tmp_path):
+    out_dir = tmp_path / "out"
+    file = str(CLIENTS / "trainers" / "independentVL.py")
+    args = [a for a in client_args(data_root, out_dir, "IVLP", "ivlp.yaml") if a != "--no-env-info"]
+    out = dassl_run("--import", file, "train.py", *args, cache=clip_cache)
+    prompts = ["image_encoder.VPT", "image_encoder.transformer.resblocks.1.VPT_shallow", "prompt_learner.ctx",
+               "text_encoder.transformer.resblocks.1.VPT_shallow"]
+    assert f"Parameters to be updated: {prompts}" in out  # the file's "VPT" in name filter found CLIP's prompts
+    assert "epoch [2/2] batch [1/1]" in out and "* accuracy:" in out
+    saved = [torch.load(out_dir / "VLPromptLearner" / f"model.pth.tar-{epoch}", weights_only=True)["state_dict"]
+             for epoch in (1, 2)]
+    for name in prompts:  # they had gradients and moved in the second epoch
+        assert saved[0][name].dtype == torch.float32 and not torch.equal(saved[0][name], saved[1][name]), name
+    frozen = "image_encoder.transformer.resblocks.1.attn.in_proj_weight"
+    assert torch.equal(saved[0][frozen], saved[1][frozen])
+    accuracy = out.rsplit("* accuracy:", 1)[1].split("\n")[0]
+    flags = ("--eval-only", "--model-dir", str(out_dir), "--load-epoch", "2")
+    args = [a for a in client_args(data_root, tmp_path / "eval", "IVLP", "ivlp.yaml", *flags) if a != "--no-env-info"]
+    again = dassl_run("--import", file, "train.py", *args, cache=clip_cache)
+    assert 'Loading weights to VLPromptLearner from' in again and again.rsplit("* accuracy:", 1)[1].split("\n")[0] == accuracy
 
 
 @compat_row('a repository with its own `datasets/` and `clip/` via `tools.dassl_run`',
