@@ -573,6 +573,65 @@ def test_dassl_entmin_file_trains_on_labelled_and_unlabelled_digits(data_root, q
         dassl_alias.uninstall()
 
 
+@compat_row("Dassl's `DomainMix` (domain generalisation) as a trainer file, reading `batch['domain']`",
+            'yes',
+            "the file's cross-domain mixing with Dassl's `TRAINER.DOMAINMIX` keys (type, Beta alpha/beta): every "
+            "image mixed with a partner of another source domain, one epoch trained")
+def test_dassl_domainmix_file_mixes_across_source_domains(data_root, quiet_env, tmp_path, capsys):
+    import datasets  # noqa: F401  (Digits)
+    from engine import dassl_alias
+    from engine.data.datasets import DATASET_REGISTRY
+    from engine.data.datasets.base_dataset import Datum
+    from engine.engine import TRAINER_REGISTRY, build_trainer
+    from tools.dassl_run import import_file
+
+    class DigitsTwoDomains(DATASET_REGISTRY.get("Digits")):
+        """Digits with its training images split into two source domains (by position)."""
+
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self._train_x = [Datum(d.impath, d.label, i % 2, d.classname) for i, d in enumerate(self._train_x)]
+
+    assert dassl_alias.install()
+    DATASET_REGISTRY.register(DigitsTwoDomains)
+    try:
+        import_file(str(CLIENTS / "trainers" / "domainmix.py"))
+        cls = TRAINER_REGISTRY.get("DomainMix")
+        partners: list[tuple[torch.Tensor, torch.Tensor]] = []  # (domains of the batch, partner of each image)
+        original = cls.domain_mix
+
+        def recording(self, x, target, domain):
+            mixed, target_a, target_b, lam = original(self, x, target, domain)
+            mixed_in = (mixed - lam * x) / (1 - lam)  # x[perm]: which image each one was mixed with
+            partner = torch.cdist(mixed_in.flatten(1), x.flatten(1)).argmin(dim=1)
+            assert torch.equal(target_b, target[partner]) and torch.equal(target_a, target)
+            partners.append((domain.clone(), partner))
+            return mixed, target_a, target_b, lam
+
+        cls.domain_mix = recording
+        cfg = get_cfg_default()
+        assert (cfg.TRAINER.DOMAINMIX.TYPE, cfg.TRAINER.DOMAINMIX.ALPHA, cfg.TRAINER.DOMAINMIX.BETA) == (
+            "crossdomain", 1.0, 1.0)  # Dassl's defaults
+        cfg.merge_from_list(["DATASET.NAME", "DigitsTwoDomains", "DATASET.ROOT", str(data_root), "TRAINER.NAME",
+                             "DomainMix", "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
+                             "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1,
+                             "OPTIM.NAME", "sgd", "MODEL.BACKBONE.NAME", "resnet18",
+                             "MODEL.BACKBONE.PRETRAINED", False, "INPUT.TRANSFORMS", ["normalize"],
+                             "TEST.NO_TEST", True])
+        trainer = build_trainer(cfg)
+        trainer.train()
+        assert "epoch [1/1]" in capsys.readouterr().out and partners
+        for domain, partner in partners:
+            if len(set(domain.tolist())) > 1:  # crossdomain: every partner comes from another source domain
+                assert (domain[partner] != domain).all()
+        assert any(len(set(domain.tolist())) > 1 for domain, _ in partners)
+    finally:
+        DATASET_REGISTRY.unregister("DigitsTwoDomains")
+        if "DomainMix" in TRAINER_REGISTRY:
+            TRAINER_REGISTRY.unregister("DomainMix")
+        dassl_alias.uninstall()
+
+
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     probs = logits.softmax(-1)
     return -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()

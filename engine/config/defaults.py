@@ -3,7 +3,7 @@
 Method-specific subtrees (``TRAINER.<METHOD>``) and the family keys that Dassl itself never defined
 (``DATASET.SUBSAMPLE_CLASSES``, ``MODEL.INIT_SEED`` ...) are added by ``train.py``'s ``extend_cfg``.
 Dassl's DA/DG/SSL trainer subtrees are left out (no trainer of this project reads them), except
-``TRAINER.ENTMIN``, which Dassl's EntMin file reads.
+``TRAINER.ENTMIN`` and ``TRAINER.DOMAINMIX``, which Dassl's EntMin and DomainMix files read.
 """
 
 from yacs.config import CfgNode as CN
@@ -139,3 +139,8 @@ _C.TRAINER.NAME = ""
 # Dassl's entropy-minimisation baseline (its files read the key from Dassl's default config).
 _C.TRAINER.ENTMIN = CN()
 _C.TRAINER.ENTMIN.LMDA = 1e-3
+# Dassl's DomainMix (domain generalisation): mixing across "crossdomain" or "random" partners, weight ~ Beta.
+_C.TRAINER.DOMAINMIX = CN()
+_C.TRAINER.DOMAINMIX.TYPE = "crossdomain"
+_C.TRAINER.DOMAINMIX.ALPHA = 1.0
+_C.TRAINER.DOMAINMIX.BETA = 1.0
