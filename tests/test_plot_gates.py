@@ -242,12 +242,35 @@ def test_figure_keeps_legends_off_the_curves_and_slots_apart(bmip_run: Path) -> 
             if legend is not None:  # beside the plotting area, never over it
                 assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
         over, final = fig.axes[0], fig.axes[1]
-        styles = {(line.get_linestyle(), line.get_marker()) for line in over.get_lines() if "slot" in line.get_label()}
+        block = over.get_lines()[0].get_color()
+        styles = {(line.get_linestyle(), line.get_marker()) for line in over.get_lines() if line.get_color() == block}
         assert len(styles) == 2  # the two slots of a block look different
+        assert {t.get_text() for t in over.get_legend().get_texts()} >= {"slot 0", "slot 1"}
         bars = sorted(final.patches, key=lambda bar: bar.get_x())
         assert len({bar.get_hatch() for bar in bars}) == 2
         for left, right in zip(bars, bars[1:]):
             assert left.get_x() + left.get_width() < right.get_x()  # no two bars touch
+    finally:
+        plt.close(fig)
+
+
+def test_legend_of_many_blocks_and_slots_stays_inside_the_figure() -> None:
+    import matplotlib.pyplot as plt
+
+    blocks = range(1, 9)
+    values = {side: {e: {b: [0.1 * s + 0.01 * e for s in range(4)] for b in blocks} for e in (1, 2, 3)}
+              for side in plot_gates.SIDES}
+    fig = plot_gates.draw_gates(plot_gates.GateCurves("synthetic", "w", values))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    try:
+        page = fig.get_window_extent(renderer)
+        for ax in fig.axes[::2]:
+            legend = ax.get_legend()
+            texts = [t.get_text() for t in legend.get_texts()]
+            assert texts == [f"block {b}" for b in blocks] + [f"slot {s}" for s in range(4)]
+            box = legend.get_window_extent(renderer)
+            assert page.y0 <= box.y0 and box.y1 <= page.y1 and box.x1 <= page.x1  # nothing cut off
     finally:
         plt.close(fig)
 

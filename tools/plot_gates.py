@@ -277,6 +277,10 @@ _SLOT_HATCHES = ("", "////", "....", "xxxx")
 _BAR_GAP = 0.15  # fraction of a slot's width left empty on each side, so neighbouring bars never touch
 
 
+# Rows of an x-small legend that fit beside one of the figure's axes (3.5 inches tall).
+_LEGEND_ROWS = 14
+
+
 def slot_style(slot: int) -> dict[str, str]:
     """Line style, marker and bar hatch of one slot: a block's slots share its colour, not its look."""
     return {
@@ -292,6 +296,7 @@ def draw_gates(curves: GateCurves, activation: str = "sigmoid"):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     epochs = curves.epochs
@@ -309,10 +314,9 @@ def draw_gates(curves: GateCurves, activation: str = "sigmoid"):
             width = 0.8 / n_slots
             for slot in range(n_slots):
                 style = slot_style(slot)
-                label = f"block {block}" + (f" slot {slot}" if n_slots > 1 else "")
                 over.plot(
                     shown, [per_epoch[e][block][slot] for e in shown], marker=style["marker"], markersize=4,
-                    color=cmap(i), linestyle=style["linestyle"], label=label,
+                    color=cmap(i), linestyle=style["linestyle"],
                 )  # fmt: skip
                 final.bar(
                     block - 0.4 + width * (slot + 0.5), final_blocks[block][slot], width=width * (1 - 2 * _BAR_GAP),
@@ -328,8 +332,18 @@ def draw_gates(curves: GateCurves, activation: str = "sigmoid"):
         final.set_ylabel("w (own prompt)")
         if blocks:
             final.set_xticks(blocks)
-            # Beside the axes, never over the curves.
-            over.legend(fontsize="x-small", ncol=1 + len(blocks) // 10, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            # Beside the axes, never over the curves: one entry per block (its colour) and one per slot (its
+            # look), not one per curve, so 8 blocks x 4 slots need 12 entries, not 32.
+            n_slots = max(len(slots) for slots in final_blocks.values())
+            handles = [Line2D([], [], color=cmap(i), label=f"block {block}") for i, block in enumerate(blocks)]
+            if n_slots > 1:
+                handles += [
+                    Line2D([], [], color="black", linestyle=slot_style(slot)["linestyle"],
+                           marker=slot_style(slot)["marker"], markersize=4, label=f"slot {slot}")
+                    for slot in range(n_slots)
+                ]  # fmt: skip
+            over.legend(handles=handles, fontsize="x-small", ncol=1 + len(handles) // _LEGEND_ROWS,
+                        loc="upper left", bbox_to_anchor=(1.01, 1.0))
             if final.get_legend_handles_labels()[0]:
                 final.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
