@@ -163,6 +163,9 @@ def build_cases(args: argparse.Namespace, models: dict[str, Any], device: torch.
                         cases.append(Case("text", trainer, {"classes": n_cls, "trim": trim, "backward": backward},
                                           prepare, lambda m=model, b=backward: text_tower(m, b, args.amp),
                                           figure="fwd_bwd" if backward else "fwd"))
+    # The trainers' runs of one configuration next to each other (MaPLe's 5-class step, then BMIP's, ...):
+    # the two samples of a paired ratio are then taken seconds apart, not a whole round apart.
+    cases.sort(key=lambda c: (SECTIONS.index(c.section), list(c.key.values())))
     return cases
 
 

@@ -3,7 +3,8 @@
 A ratio between two configurations (BMIP / MaPLe, untrimmed / trimmed, ...) is only as good as the
 conditions the two shared. So every configuration runs once per round, the rounds alternate their order
 (forward, then reversed: whatever runs first or last in a round does not always belong to the same
-configuration), and a ratio is computed per round from the two samples of that round; the bench reports
+configuration; bench/run.py puts the trainers' runs of one configuration next to each other), and a ratio
+is computed per round from the two samples of that round; the bench reports
 the median of those paired ratios and their spread. Every interval is timed on two clocks: the process's
 CPU time (what the work itself costs; with one intra-op thread it holds no OpenMP spin-waiting and no time
 spent waiting for a core) and wall time (what a user waits). The machine's load average is recorded before

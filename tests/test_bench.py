@@ -25,6 +25,10 @@ def test_bench_writes_every_section_and_the_same_run_ratios(tmp_path):
             assert all(v > 0 for v in row["median_s"][clock].values())
         assert len(row["samples_s"]) == 2
     assert set(summary["cases"][0]["median_s"]["cpu"]) == {"forward", "backward", "optimizer", "total"}
+    # the trainers' runs of one configuration are neighbours in a round (a pair is taken seconds apart)
+    first, second = summary["cases"][:2]
+    assert (first["trainer"], second["trainer"]) == ("MaPLe", "BMIP")
+    assert (first["section"], first["classes"], first["trim"]) == (second["section"], second["classes"], second["trim"])
     # the rounds alternate their order and record the load average around each round
     assert [r["order"] for r in summary["rounds"]] == ["forward", "reversed"]
     assert all(r["load_before"] is not None for r in summary["rounds"])
