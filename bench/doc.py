@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.report import format_ratio, lead_clock
+from bench.report import clock_order, format_ratio, load_range
+from bench.run import build_parser
+from bench.run import main as bench_main
 from tools.doc_sections import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +57,14 @@ def command() -> str:
 def render(summary: dict[str, Any], table_text: str) -> str:
     """The generated section: protocol, the key paired ratios against their targets, and the full table."""
     args = summary["args"]
-    clock = lead_clock(args)
-    other = "wall" if clock == "cpu" else "cpu"
-    loads = [v for r in summary["rounds"] for v in (r["load_before"], r["load_after"]) if v is not None]
+    clock, other = clock_order(args)
+    loads = load_range(summary["rounds"])
+    load = f"load average (1 min) {loads[0]:.2f}-{loads[1]:.2f}" if loads else "no load average available"
     lines = [
         f"Run by `python -m bench.doc`, i.e. `{command()}`: {len(summary['rounds'])} interleaved rounds after "
         f"{args['warmup']} warm-up run per configuration, the order of the configurations reversed every other "
         f"round; torch {summary['torch']}, {summary['threads']} intra-op thread, device {args['device']}, "
-        f"load average (1 min) {min(loads):.2f}-{max(loads):.2f} over the rounds. Every ratio is the median of "
+        f"{load} over the rounds. Every ratio is the median of "
         f"the {len(summary['rounds'])} per-round ratios [min-max], on the process's {clock.upper()} time and on "
         f"{other} time. Raw samples: `docs/performance/bench.json`.",
         "",
@@ -89,18 +91,22 @@ def _kept() -> tuple[dict[str, Any], str]:
 
 def check_kept_run(summary: dict[str, Any]) -> None:
     """The kept run must be one of :data:`DOC_ARGV` (every argument the command sets, as parsed)."""
-    from bench.run import build_parser
-
     expected = vars(build_parser().parse_args(DOC_ARGV))
     differs = sorted(k for k, v in expected.items() if k not in ("out", "device") and summary["args"].get(k) != v)
     if differs:
         raise ValueError(f"{RUN.with_suffix('.json')} was not made by bench.doc's command: {differs} differ")
 
 
-def write_doc(doc: Path = DOC) -> None:
+def _rendered(doc: Path) -> tuple[str, str]:
+    """(the document as it is, the document with its section rendered from the kept run)."""
     summary, text = _kept()
     check_kept_run(summary)
-    doc.write_text(replace_section(doc.read_text(), BEGIN, END, render(summary, text), doc))
+    current = doc.read_text()
+    return current, replace_section(current, BEGIN, END, render(summary, text), doc)
+
+
+def write_doc(doc: Path = DOC) -> None:
+    doc.write_text(_rendered(doc)[1])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -109,16 +115,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--check", action="store_true", help="fail if the doc is not the rendering of the kept run")
     args = p.parse_args(argv)
     if args.check:
-        summary, text = _kept()
-        check_kept_run(summary)
-        current = DOC.read_text()
-        if replace_section(current, BEGIN, END, render(summary, text), DOC) != current:
+        current, rendered = _rendered(DOC)
+        if rendered != current:
             print(f"{DOC} is not the rendering of {RUN.with_suffix('.json')}: run python -m bench.doc --render")
             return 1
         return 0
     if not args.render:
-        from bench.run import main as bench_main
-
         RUN.parent.mkdir(parents=True, exist_ok=True)
         bench_main([*DOC_ARGV, "--out", str(RUN)])
     write_doc()

@@ -10,12 +10,24 @@ import torch
 
 from bench.timing import CLOCKS, MIN_ROUNDS, Case, paired_ratio
 
-__all__ = ["lead_clock", "summarise", "table"]
+__all__ = ["clock_order", "format_ratio", "lead_clock", "load_range", "summarise", "table"]
 
 
 def lead_clock(args: dict[str, Any]) -> str:
     """The clock the table leads with: wall on GPU or with ``--wall``, else the process's CPU time."""
     return "wall" if args["device"] != "cpu" or args["wall"] else "cpu"
+
+
+def clock_order(args: dict[str, Any]) -> tuple[str, str]:
+    """(the clock the figures lead with, the other one)."""
+    lead = lead_clock(args)
+    return lead, "wall" if lead == "cpu" else "cpu"
+
+
+def load_range(rounds: Sequence[dict[str, Any]]) -> Optional[tuple[float, float]]:
+    """Lowest and highest 1-minute load average recorded around the rounds (None where none was)."""
+    loads = [v for r in rounds for v in (r["load_before"], r["load_after"]) if v is not None]
+    return (min(loads), max(loads)) if loads else None
 
 
 def _find(cases: Sequence[Case], section: str, trainer: str, **key: Any) -> Optional[Case]:
@@ -100,11 +112,10 @@ def format_ratio(paired: dict[str, Any]) -> str:
 
 def table(summary: dict[str, Any]) -> str:
     args = summary["args"]
-    clock = lead_clock(args)
-    other = "wall" if clock == "cpu" else "cpu"
+    clock, other = clock_order(args)
     n_rounds = len(summary["rounds"])
-    loads = [v for r in summary["rounds"] for v in (r["load_before"], r["load_after"]) if v is not None]
-    load = f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}" if loads else "load average unavailable"
+    loads = load_range(summary["rounds"])
+    load = f"load average (1 min) {loads[0]:.2f}-{loads[1]:.2f}" if loads else "load average unavailable"
     lines = [f"backbone {args['backbone']}  device {args['device']}  threads {summary['threads']}  "
              f"{n_rounds} interleaved rounds (order alternating)  {load}"]
     if n_rounds < MIN_ROUNDS:
