@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.report import clock_order, format_ratio, load_range
+from bench.report import clock_order, format_ratio, host_speed, load_range
 from bench.run import build_parser
 from bench.run import main as bench_main
 from tools.doc_sections import replace_section
@@ -64,7 +64,8 @@ def render(summary: dict[str, Any], table_text: str) -> str:
         f"Run by `python -m bench.doc`, i.e. `{command()}`: {len(summary['rounds'])} interleaved rounds after "
         f"{args['warmup']} warm-up run per configuration, the order of the configurations reversed every other "
         f"round; torch {summary['torch']}, {summary['threads']} intra-op thread, device {args['device']}, "
-        f"{load} over the rounds. Every ratio is the median of "
+        f"{load} over the rounds; the machine's own speed, from a fixed piece of reference work timed before "
+        f"and after every round: {host_speed(summary['rounds'])}. Every ratio is the median of "
         f"the {len(summary['rounds'])} per-round ratios [min-max], on the process's {clock.upper()} time and on "
         f"{other} time. Raw samples: `docs/performance/bench.json`.",
         "",

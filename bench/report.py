@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -10,7 +11,7 @@ import torch
 
 from bench.timing import CLOCKS, MIN_ROUNDS, Case, paired_ratio
 
-__all__ = ["clock_order", "format_ratio", "lead_clock", "load_range", "summarise", "table"]
+__all__ = ["clock_order", "format_ratio", "host_speed", "lead_clock", "load_range", "summarise", "table"]
 
 
 def lead_clock(args: dict[str, Any]) -> str:
@@ -28,6 +29,15 @@ def load_range(rounds: Sequence[dict[str, Any]]) -> Optional[tuple[float, float]
     """Lowest and highest 1-minute load average recorded around the rounds (None where none was)."""
     loads = [v for r in rounds for v in (r["load_before"], r["load_after"]) if v is not None]
     return (min(loads), max(loads)) if loads else None
+
+
+def host_speed(rounds: Sequence[dict[str, Any]]) -> str:
+    """The reference work timed around the rounds (bench/timing.py ``reference_work``): its median and its
+    slowest / fastest time, i.e. how much the machine's own speed varied over the run."""
+    times = [r[k] for r in rounds for k in ("reference_before_s", "reference_after_s") if r.get(k)]
+    if not times:
+        return "not timed"
+    return f"{1e3 * statistics.median(times):.1f} ms (median), slowest / fastest {max(times) / min(times):.2f}"
 
 
 def _find(cases: Sequence[Case], section: str, trainer: str, **key: Any) -> Optional[Case]:
@@ -117,7 +127,8 @@ def table(summary: dict[str, Any]) -> str:
     loads = load_range(summary["rounds"])
     load = f"load average (1 min) {loads[0]:.2f}-{loads[1]:.2f}" if loads else "load average unavailable"
     lines = [f"backbone {args['backbone']}  device {args['device']}  threads {summary['threads']}  "
-             f"{n_rounds} interleaved rounds (order alternating)  {load}"]
+             f"{n_rounds} interleaved rounds (order alternating)  {load}",
+             f"reference work timed around every round (the machine's own speed): {host_speed(summary['rounds'])}"]
     if n_rounds < MIN_ROUNDS:
         lines.append(f"fewer than {MIN_ROUNDS} rounds: every figure below is indicative only")
     lines += ["", f"{'section':<7} {'trainer':<12} {'configuration':<34} {clock + ' s':>9} {other + ' s':>9}  "

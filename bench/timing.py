@@ -8,7 +8,9 @@ is computed per round from the two samples of that round; the bench reports
 the median of those paired ratios and their spread. Every interval is timed on two clocks: the process's
 CPU time (what the work itself costs; with one intra-op thread it holds no OpenMP spin-waiting and no time
 spent waiting for a core) and wall time (what a user waits). The machine's load average is recorded before
-and after every round, so a reader can see whether other processes shared the machine.
+and after every round, so a reader can see whether other processes shared the machine; and a fixed piece of
+reference work is timed before and after every round, so a reader can see whether the machine itself ran
+at one speed (a virtual machine's host can slow every process down without any load showing inside it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
-__all__ = ["CLOCKS", "MIN_ROUNDS", "Case", "Clock", "Lap", "paired_ratio", "run_rounds"]
+__all__ = ["CLOCKS", "MIN_ROUNDS", "Case", "Clock", "Lap", "paired_ratio", "reference_work", "run_rounds"]
 
 CLOCKS = ("cpu", "wall")
 # Fewer paired rounds than this give a ratio the table marks as indicative (issue #31's protocol).
@@ -88,10 +90,26 @@ def load_average() -> Optional[float]:
         return None
 
 
+def reference_work(repeats: int = 5) -> float:
+    """CPU seconds of a fixed piece of work (median of ``repeats``): a matmul and an elementwise pass over a
+    few megabytes, the two kinds of work of a training step. Its spread over a run is the machine's own
+    variation, independent of the configurations measured."""
+    a = torch.full((512, 768), 0.5)
+    b = torch.full((768, 768), 0.25)
+    c = torch.full((4_000_000,), 0.5)
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        torch.mm(a, b)
+        torch.sigmoid(c)
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
 def run_rounds(cases: Sequence[Case], warmup: int, rounds: int, log: Callable[[str], None] = print) -> list[dict]:
     """Warm every case up, then ``rounds`` rounds in which every case runs once, in alternating order.
 
-    Returns per round its order and the load average before and after it."""
+    Returns per round its order, and the load average and :func:`reference_work` before and after it."""
     for case in cases:
         case.prepare()
         for _ in range(warmup):
@@ -99,13 +117,14 @@ def run_rounds(cases: Sequence[Case], warmup: int, rounds: int, log: Callable[[s
     record = []
     for r in range(rounds):
         order = list(cases) if r % 2 == 0 else list(reversed(cases))
-        before = load_average()
+        before, reference_before = load_average(), reference_work()
         for case in order:
             case.prepare()
             case.samples.append(case.run())
-        after = load_average()
+        after, reference_after = load_average(), reference_work()
         record.append({"round": r + 1, "order": "forward" if r % 2 == 0 else "reversed",
-                       "load_before": before, "load_after": after})
+                       "load_before": before, "load_after": after,
+                       "reference_before_s": reference_before, "reference_after_s": reference_after})
         log(f"round {r + 1}/{rounds} done (load average {before} -> {after})")
     return record
 

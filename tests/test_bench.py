@@ -32,6 +32,8 @@ def test_bench_writes_every_section_and_the_same_run_ratios(tmp_path):
     # the rounds alternate their order and record the load average around each round
     assert [r["order"] for r in summary["rounds"]] == ["forward", "reversed"]
     assert all(r["load_before"] is not None for r in summary["rounds"])
+    # and time the same reference work around each round (the machine's own speed over the run)
+    assert all(r["reference_before_s"] > 0 and r["reference_after_s"] > 0 for r in summary["rounds"])
     ratios = summary["ratios"]
     for key in ("train 2 cls: BMIP / MaPLe", "eval 3 cls: BMIP / MaPLe per batch",
                 "eval BMIP 3 cls: cached / recompute images/s", "text MaPLe 2 cls fwd: 77 tokens / trimmed",
@@ -48,6 +50,16 @@ def test_bench_writes_every_section_and_the_same_run_ratios(tmp_path):
     table = out.with_suffix(".txt").read_text()
     assert "images/s" in table and "ms/class" in table and "paired rounds" in table and "load average" in table
     assert "fewer than 7 rounds: every figure below is indicative only" in table
+    assert "reference work timed around every round (the machine's own speed): " in table
+
+
+def test_host_speed_summarises_the_reference_work_around_the_rounds():
+    from bench.report import host_speed
+
+    rounds = [{"reference_before_s": 0.010, "reference_after_s": 0.012}, {"reference_before_s": 0.011,
+                                                                          "reference_after_s": 0.015}]
+    assert host_speed(rounds) == "11.5 ms (median), slowest / fastest 1.50"
+    assert host_speed([{"load_before": 1.0}]) == "not timed"  # a run kept before it was timed
 
 
 def test_bench_models_are_the_trainers_models():
@@ -92,6 +104,7 @@ def test_performance_doc_is_rendered_from_the_kept_run_of_its_own_command(tmp_pa
     paired = summary["ratios"]["train 5 cls: BMIP / MaPLe"]["cpu"]
     assert f"| BMIP / MaPLe, training step, 5 classes, batch 4 | {paired['median']:.3f} [" in text
     assert "every figure below is indicative only" in text  # the bench's table, one round
+    assert "the machine's own speed, from a fixed piece of reference work timed before and after every round: " in text
     assert doc.main(["--check"]) == 0
     page.write_text(text.replace(f"{paired['median']:.3f} [", "0.500 [", 1))
     assert doc.main(["--check"]) == 1
