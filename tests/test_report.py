@@ -324,3 +324,17 @@ def test_printed_config_is_read_back_key_for_key(tmp_path):
     assert config == dict(leaves(cfg))
     assert config["DATASET.CIFAR_C_TYPE"] == "" and config["TRAINER.NAME"] == "BMIP"
     assert args["config_file"] == CFGS["BMIP"][1] and args["eval_only"] == "False"
+
+
+def test_seeds_that_differ_only_in_what_changes_no_result_share_a_fingerprint(tmp_path):
+    """The report's "same config" test leaves out the seed and every key train.py's run record ignores."""
+    from tools.parse_test_res import read_log_header
+    from tools.report.runs import config_fingerprint
+
+    def fingerprint(name, *opts):
+        argv = _argv("BMIP", "eurosat", 1 if name == "a" else 2, tmp_path / name, "base", opts=opts)
+        return config_fingerprint(tmp_path / name, read_log_header(write_engine_log(tmp_path / name, argv, 50.0))[1])
+
+    reference = fingerprint("a", "DATALOADER.NUM_WORKERS", "8", "TRAIN.PRINT_FREQ", "20")
+    assert fingerprint("b", "DATALOADER.NUM_WORKERS", "2", "TRAIN.PRINT_FREQ", "5") == reference
+    assert fingerprint("c", "DATALOADER.NUM_WORKERS", "8", "OPTIM.LR", "0.5") != reference

@@ -121,8 +121,9 @@ def _compose(output_dir: Path, reference: Reference | None, margin: float, rows:
             "p",
             "HM per dataset is the mean over seeds of each seed's harmonic mean of base and new accuracy "
             "(the paper's Table 1); Table 6's published HM is the HM of the mean base and new. Runs of one "
-            "row are averaged only when their printed configs agree (fingerprint without "
-            f"{', '.join(FINGERPRINT_EXCLUDED)}). Dataset averages: python -m tools.tables.",
+            "row are averaged only when their printed configs agree (fingerprint without the seed and the "
+            f"keys that change no result: {', '.join(k for k in FINGERPRINT_EXCLUDED if k != 'SEED')}). Dataset averages: "
+            "python -m tools.tables.",
         ),  # fmt: skip
         ("h2", "Results (departing rows first)"),
         ("table", HEADERS, [_row_cells(r) for r in rows]),

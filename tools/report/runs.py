@@ -25,19 +25,21 @@ from pathlib import Path
 from tools import layout, plan
 from tools.parse_test_res import TEST_END, TRAIN_END, parse_log, read_log_header
 from tools.results import Results
+from tools.run_record import IGNORED
 
 __all__ = ["Run", "Unusable", "Collection", "config_fingerprint", "method_label", "read_run", "collect_runs"]
 
-# Keys that differ between the seeds of one experiment, or only say where files are: never in the hash.
-FINGERPRINT_EXCLUDED = ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT")
+# The seed (it differs between the seeds of one experiment) and the keys train.py's run record ignores
+# (where files live, how much is printed, which device runs it): never in the hash.
+FINGERPRINT_EXCLUDED = ("SEED", *sorted(IGNORED))
 PAPER_BACKBONE = "ViT-B/16"
 
 
 def config_fingerprint(run_dir: Path, config: dict[str, str] | None = None) -> str:
     """A short hash of what changes a run's results: the printed config minus ``FINGERPRINT_EXCLUDED``.
 
-    The one place that decides whether two runs share a config (a fingerprint file written by the run
-    itself can be read here instead once runs write one).
+    The one place that decides whether two logged runs share a config. It reads the printed config, not
+    ``run.json`` (whose fingerprint includes the seed), so logs of an official release's runs group too.
     """
     if config is None:
         config = read_log_header(Path(run_dir) / "log.txt")[1]
