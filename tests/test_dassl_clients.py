@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -527,6 +529,39 @@ def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, 
         TRAINER_REGISTRY.unregister("ToyXU")
 
 
+@contextmanager
+def dassl_trainer_file(dataset: type, file_name: str, trainer: str) -> Iterator[None]:
+    """Dassl's names installed, ``dataset`` registered and the fixture trainer file ``file_name`` (registering
+    ``trainer``) imported, as a repository's ``train.py --import`` would; all of it undone afterwards."""
+    from engine import dassl_alias
+    from engine.data.datasets import DATASET_REGISTRY
+    from engine.engine import TRAINER_REGISTRY
+    from tools.dassl_run import import_file
+
+    assert dassl_alias.install()
+    DATASET_REGISTRY.register(dataset)
+    try:
+        import_file(str(CLIENTS / "trainers" / file_name))
+        yield
+    finally:
+        DATASET_REGISTRY.unregister(dataset.__name__)
+        if trainer in TRAINER_REGISTRY:
+            TRAINER_REGISTRY.unregister(trainer)
+        dassl_alias.uninstall()
+
+
+def digits_simplenet_cfg(dataset: str, trainer: str, data_root: Path, out: Path, *opts: object):
+    """The default config set up for one quick epoch of ``trainer`` on Dassl's ``SimpleNet`` (an untrained
+    ResNet-18) over 2-shot, 32-pixel digits of ``dataset``; ``opts`` (KEY VALUE ...) merged last."""
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["DATASET.NAME", dataset, "DATASET.ROOT", str(data_root), "TRAINER.NAME", trainer,
+                         "OUTPUT_DIR", str(out), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
+                         "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1,
+                         "OPTIM.NAME", "sgd", "MODEL.BACKBONE.NAME", "resnet18", "MODEL.BACKBONE.PRETRAINED", False,
+                         "INPUT.TRANSFORMS", ["normalize"], "TEST.NO_TEST", True, *opts])
+    return cfg
+
+
 @compat_row("Dassl's `EntMin` (semi-supervised) as a trainer file, with `init_network_weights` and "
             "`dassl.engine.trainer.SimpleNet` importable",
             'yes',
@@ -534,43 +569,28 @@ def test_trainer_xu_pairs_labelled_and_unlabelled_batches(data_root, quiet_env, 
             "`TRAINER.ENTMIN.LMDA`: both losses logged, one epoch trained")
 def test_dassl_entmin_file_trains_on_labelled_and_unlabelled_digits(data_root, quiet_env, tmp_path, capsys):
     import datasets  # noqa: F401  (Digits)
-    from engine import dassl_alias
     from engine.data.datasets import DATASET_REGISTRY
-    from engine.engine import TRAINER_REGISTRY, build_trainer
+    from engine.engine import build_trainer
     from engine.utils import init_network_weights
-    from tools.dassl_run import import_file
 
     class DigitsUnlabelled(DATASET_REGISTRY.get("Digits")):
         def __init__(self, cfg):
             super().__init__(cfg)
             self._train_u = self._test[:8]
 
-    assert dassl_alias.install()
-    DATASET_REGISTRY.register(DigitsUnlabelled)
-    try:
-        import_file(str(CLIENTS / "trainers" / "entmin.py"))
+    with dassl_trainer_file(DigitsUnlabelled, "entmin.py", "EntMin"):
         from dassl.engine.trainer import SimpleNet  # where Dassl's CrossGrad imports it from
         from dassl.utils import init_network_weights as dassl_init
 
         assert dassl_init is init_network_weights
-        cfg = get_cfg_default()
-        cfg.merge_from_list(["DATASET.NAME", "DigitsUnlabelled", "DATASET.ROOT", str(data_root), "TRAINER.NAME",
-                             "EntMin", "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
-                             "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.TRAIN_U.BATCH_SIZE", 4,
-                             "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1, "OPTIM.NAME", "sgd",
-                             "MODEL.BACKBONE.NAME", "resnet18", "MODEL.BACKBONE.PRETRAINED", False,
-                             "INPUT.TRANSFORMS", ["normalize"], "TEST.NO_TEST", True])
+        cfg = digits_simplenet_cfg("DigitsUnlabelled", "EntMin", data_root, tmp_path,
+                                   "DATALOADER.TRAIN_U.BATCH_SIZE", 4)
         trainer = build_trainer(cfg)
         assert isinstance(trainer.model, SimpleNet) and trainer.lmda == 1e-3
         init_network_weights(trainer.model.classifier, init_type="kaiming")
         trainer.train()
         logged = capsys.readouterr().out
         assert "epoch [1/1]" in logged and "loss_x" in logged and "loss_u" in logged
-    finally:
-        DATASET_REGISTRY.unregister("DigitsUnlabelled")
-        if "EntMin" in TRAINER_REGISTRY:
-            TRAINER_REGISTRY.unregister("EntMin")
-        dassl_alias.uninstall()
 
 
 @compat_row("Dassl's `DomainMix` (domain generalisation) as a trainer file, reading `batch['domain']`",
@@ -579,11 +599,9 @@ def test_dassl_entmin_file_trains_on_labelled_and_unlabelled_digits(data_root, q
             "image mixed with a partner of another source domain, one epoch trained")
 def test_dassl_domainmix_file_mixes_across_source_domains(data_root, quiet_env, tmp_path, capsys):
     import datasets  # noqa: F401  (Digits)
-    from engine import dassl_alias
     from engine.data.datasets import DATASET_REGISTRY
     from engine.data.datasets.base_dataset import Datum
     from engine.engine import TRAINER_REGISTRY, build_trainer
-    from tools.dassl_run import import_file
 
     class DigitsTwoDomains(DATASET_REGISTRY.get("Digits")):
         """Digits with its training images split into two source domains (by position)."""
@@ -592,10 +610,7 @@ def test_dassl_domainmix_file_mixes_across_source_domains(data_root, quiet_env, 
             super().__init__(cfg)
             self._train_x = [Datum(d.impath, d.label, i % 2, d.classname) for i, d in enumerate(self._train_x)]
 
-    assert dassl_alias.install()
-    DATASET_REGISTRY.register(DigitsTwoDomains)
-    try:
-        import_file(str(CLIENTS / "trainers" / "domainmix.py"))
+    with dassl_trainer_file(DigitsTwoDomains, "domainmix.py", "DomainMix"):
         cls = TRAINER_REGISTRY.get("DomainMix")
         partners: list[tuple[torch.Tensor, torch.Tensor]] = []  # (domains of the batch, partner of each image)
         original = cls.domain_mix
@@ -609,15 +624,9 @@ def test_dassl_domainmix_file_mixes_across_source_domains(data_root, quiet_env, 
             return mixed, target_a, target_b, lam
 
         cls.domain_mix = recording
-        cfg = get_cfg_default()
+        cfg = digits_simplenet_cfg("DigitsTwoDomains", "DomainMix", data_root, tmp_path)
         assert (cfg.TRAINER.DOMAINMIX.TYPE, cfg.TRAINER.DOMAINMIX.ALPHA, cfg.TRAINER.DOMAINMIX.BETA) == (
             "crossdomain", 1.0, 1.0)  # Dassl's defaults
-        cfg.merge_from_list(["DATASET.NAME", "DigitsTwoDomains", "DATASET.ROOT", str(data_root), "TRAINER.NAME",
-                             "DomainMix", "OUTPUT_DIR", str(tmp_path), "INPUT.SIZE", (32, 32), "DATASET.NUM_SHOTS", 2,
-                             "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1,
-                             "OPTIM.NAME", "sgd", "MODEL.BACKBONE.NAME", "resnet18",
-                             "MODEL.BACKBONE.PRETRAINED", False, "INPUT.TRANSFORMS", ["normalize"],
-                             "TEST.NO_TEST", True])
         trainer = build_trainer(cfg)
         trainer.train()
         assert "epoch [1/1]" in capsys.readouterr().out and partners
@@ -625,11 +634,6 @@ def test_dassl_domainmix_file_mixes_across_source_domains(data_root, quiet_env, 
             if len(set(domain.tolist())) > 1:  # crossdomain: every partner comes from another source domain
                 assert (domain[partner] != domain).all()
         assert any(len(set(domain.tolist())) > 1 for domain, _ in partners)
-    finally:
-        DATASET_REGISTRY.unregister("DigitsTwoDomains")
-        if "DomainMix" in TRAINER_REGISTRY:
-            TRAINER_REGISTRY.unregister("DomainMix")
-        dassl_alias.uninstall()
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
