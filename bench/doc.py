@@ -1,8 +1,9 @@
 """docs/PERFORMANCE.md's figures, from one command: ``python -m bench.doc``.
 
 It runs the benchmark with :data:`DOC_ARGV` (7 paired rounds, ~20 minutes on a 2-core machine), keeps the
-run's raw samples in ``docs/performance/bench.json`` (and its table in ``bench.txt``), and rewrites the
-section of docs/PERFORMANCE.md between the markers from that file. ``--render`` rewrites the section from
+run's raw samples in ``docs/performance/bench.json`` (``bench.run`` writes its table beside it, in
+``bench.txt``), and rewrites the section of docs/PERFORMANCE.md between the markers from the JSON alone:
+the figures and the bench's table are both rendered from it, so they cannot disagree. ``--render`` rewrites the section from
 the kept file without running anything; ``--check`` fails when the section is not the rendering of the kept
 file, or the kept file is not a run of :data:`DOC_ARGV` (so the doc cannot show figures of another run).
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.report import clock_order, format_ratio, host_speed, load_range
+from bench.report import clock_order, format_ratio, host_speed, load_range, table
 from bench.run import build_parser
 from bench.run import main as bench_main
 from tools.doc_sections import replace_section
@@ -54,7 +55,7 @@ def command() -> str:
     return "python -m bench.run " + " ".join(DOC_ARGV) + " --out docs/performance/bench"
 
 
-def render(summary: dict[str, Any], table_text: str) -> str:
+def render(summary: dict[str, Any]) -> str:
     """The generated section: protocol, the key paired ratios against their targets, and the full table."""
     args = summary["args"]
     clock, other = clock_order(args)
@@ -79,15 +80,15 @@ def render(summary: dict[str, Any], table_text: str) -> str:
         lines.append(f"| {label} | {format_ratio(paired[clock])} | {format_ratio(paired[other])} | {target} |")
     for name, value in summary["memory_ratios"].items():
         lines.append(f"| {name} of a training step, 50 classes (resident set size) | {value:.3f} | | <= 1.10 |")
-    lines += ["", "The bench's own table of the same run (medians in seconds):", "", "```", table_text.rstrip(), "```"]
+    lines += ["", "The bench's own table of the same run (medians in seconds):", "", "```", table(summary), "```"]
     return "\n".join(lines)
 
 
-def _kept() -> tuple[dict[str, Any], str]:
-    json_path, text_path = RUN.with_suffix(".json"), RUN.with_suffix(".txt")
+def _kept() -> dict[str, Any]:
+    json_path = RUN.with_suffix(".json")
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path} is missing: run python -m bench.doc")
-    return json.loads(json_path.read_text()), text_path.read_text()
+    return json.loads(json_path.read_text())
 
 
 def check_kept_run(summary: dict[str, Any]) -> None:
@@ -100,10 +101,10 @@ def check_kept_run(summary: dict[str, Any]) -> None:
 
 def _rendered(doc: Path) -> tuple[str, str]:
     """(the document as it is, the document with its section rendered from the kept run)."""
-    summary, text = _kept()
+    summary = _kept()
     check_kept_run(summary)
     current = doc.read_text()
-    return current, replace_section(current, BEGIN, END, render(summary, text), doc)
+    return current, replace_section(current, BEGIN, END, render(summary), doc)
 
 
 def write_doc(doc: Path = DOC) -> None:
